@@ -1,0 +1,50 @@
+# chatauth — the two commands: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PG_URL ?= postgres://root@127.0.0.1:5432/test
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: demo test lint format bench install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[production,test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+## demo: set up and run the demo on http://$(HOST):$(PORT)/ (SQLite, in-memory layer)
+demo: install
+	DJANGO_DEBUG=1 $(BIN)/python manage.py migrate --noinput -v0
+	DJANGO_DEBUG=1 $(BIN)/python manage.py demo_user
+	DJANGO_DEBUG=1 $(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+## test: lint, then the whole suite on SQLite and on PostgreSQL
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+	@if [ "$$CHATAUTH_REQUIRE_SERVICES" = "1" ] || pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then \
+		echo "== the suite again on PostgreSQL =="; \
+		DATABASE_URL=$(PG_URL) $(BIN)/python -m pytest; \
+	else echo "PostgreSQL not reachable: skipped the PostgreSQL run"; fi
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## bench: every benchmark in bench/, each against its baseline
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) db.sqlite3 .pytest_cache .ruff_cache

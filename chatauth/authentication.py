@@ -1,0 +1,105 @@
+"""DRF authentication classes: bearer JWTs and API keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.utils.functional import cached_property
+from rest_framework import authentication
+from rest_framework.request import Request
+
+from chatauth import signals
+from chatauth.exceptions import InvalidCredentials, InvalidToken, TokenError
+from chatauth.models import APIKey
+from chatauth.tokens import VerifiedToken, verify_token
+
+
+class TokenUser:
+    """``request.user`` for a bearer token: the token's identity, no database hit.
+
+    ``get_user()`` loads the model instance when a view really needs it.
+    """
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+
+    def __init__(self, token: VerifiedToken) -> None:
+        self.token = token
+        self.pk = self.id = token.user_pk
+        self.identifier = token.identifier
+
+    def __str__(self) -> str:
+        return self.identifier
+
+    @cached_property
+    def _user(self) -> Any:
+        return get_user_model()._default_manager.get(pk=self.pk)
+
+    def get_user(self) -> Any:
+        return self._user
+
+
+def bearer_token(header: str | bytes | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, else None."""
+    if not header:
+        return None
+    if isinstance(header, bytes):
+        header = header.decode("latin-1")
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+class JWTAuthentication(authentication.BaseAuthentication):
+    """``Authorization: Bearer <access or copilot token>``, checked by
+    :func:`~chatauth.tokens.verify_token` (signature, type and revocation)."""
+
+    www_authenticate_realm = "api"
+
+    def authenticate(self, request: Request) -> tuple[TokenUser, VerifiedToken] | None:
+        header = request.META.get("HTTP_AUTHORIZATION")
+        if not header or not header.lower().startswith("bearer"):
+            return None
+        raw = bearer_token(header)
+        if raw is None:
+            raise InvalidToken("Malformed Authorization header.")
+        try:
+            verified = verify_token(raw)
+        except TokenError as e:
+            raise InvalidToken(e.detail, code=e.code) from e
+        return TokenUser(verified), verified
+
+    def authenticate_header(self, request: Request) -> str:
+        return f'Bearer realm="{self.www_authenticate_realm}"'
+
+
+class APIKeyAuthentication(authentication.BaseAuthentication):
+    """``Authorization: Api-Key <key>`` for server-to-server calls.
+
+    ``request.user`` stays anonymous; ``request.auth`` is the :class:`APIKey`.
+    """
+
+    keyword = "api-key"
+
+    def authenticate(self, request: Request) -> tuple[Any, APIKey] | None:
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        scheme, _, raw = header.strip().partition(" ")
+        if scheme.lower() != self.keyword:
+            return None
+        key = APIKey.objects.get_from_key(raw.strip()) if raw.strip() else None
+        signals.api_key_used.send(
+            sender=APIKey, api_key=key, request=request, success=key is not None
+        )
+        if key is None:
+            raise InvalidCredentials("Invalid API key.", code="api_key_invalid")
+        from django.contrib.auth.models import AnonymousUser
+        from django.utils import timezone
+
+        APIKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+        return AnonymousUser(), key
+
+    def authenticate_header(self, request: Request) -> str:
+        return "Api-Key"

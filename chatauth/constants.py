@@ -1,0 +1,62 @@
+"""Names shared by the HTTP and WebSocket sides: close codes, groups, token types."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes from the contract (4000-4999 is the private range)."""
+
+    NORMAL = 1000
+    UNAUTHORIZED = 4401  # missing, invalid or expired credentials
+    FORBIDDEN = 4403  # authenticated, but not allowed (e.g. inactive user)
+    AUTH_TIMEOUT = 4408  # no credentials within AUTH_TIMEOUT
+    REVOKED = 4410  # logged out here or elsewhere, or closed by an admin
+    TOO_LARGE = 4413  # message over MAX_MESSAGE_BYTES
+    RATE_LIMITED = 4429  # too many messages
+    PROTOCOL_ERROR = 4400  # repeated malformed frames
+
+
+#: Error code (see :mod:`chatauth.exceptions`) -> close code.
+CLOSE_CODE_FOR = {
+    "token_not_valid": CloseCode.UNAUTHORIZED,
+    "token_expired": CloseCode.UNAUTHORIZED,
+    "not_authenticated": CloseCode.UNAUTHORIZED,
+    "user_inactive": CloseCode.UNAUTHORIZED,
+    "token_revoked": CloseCode.REVOKED,
+}
+
+
+class TokenType:
+    ACCESS = "access"
+    REFRESH = "refresh"
+    COPILOT = "copilot"
+    CHAINLIT = "chainlit"  # minted by Chainlit or the Chainlit way: no type claim
+
+    #: Types accepted where an access token is expected.
+    ACCESS_LIKE = frozenset({ACCESS, COPILOT, CHAINLIT})
+
+
+class Method:
+    """How a user authenticated; stored in the audit log."""
+
+    PASSWORD = "password"
+    HEADER = "header"
+    OAUTH = "oauth"
+    API_KEY = "api_key"
+    TOKEN = "token"
+    SESSION = "session"
+    ADMIN = "admin"
+    COMMAND = "command"
+    WEBSOCKET = "websocket"
+
+
+def user_group(user_pk: object) -> str:
+    """Channel-layer group of every live session of one user."""
+    return f"chatauth.user.{user_pk}"
+
+
+def token_group(token_key: str) -> str:
+    """Channel-layer group of every live session opened with one token."""
+    return f"chatauth.token.{token_key}"

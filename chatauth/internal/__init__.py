@@ -1,0 +1,1 @@
+"""Private helpers.  Not public API: they may change without notice."""

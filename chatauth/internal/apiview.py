@@ -1,0 +1,99 @@
+"""Base views: JSON only, clean 4xx for bad input, and an async-capable APIView."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError
+from django.http import HttpRequest
+from drf_spectacular.openapi import AutoSchema
+from rest_framework import exceptions
+from rest_framework.parsers import FormParser, JSONParser
+from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from chatauth.conf import settings
+from chatauth.exceptions import PayloadTooLarge, ServiceUnavailable
+
+logger = logging.getLogger("chatauth.views")
+
+
+class ChatAuthAPIView(APIView):
+    """What every chatauth route shares, independent of the project's DRF settings."""
+
+    authentication_classes: list[type] = []
+    permission_classes = [AllowAny]
+    throttle_classes: list[type] = []
+    renderer_classes = [JSONRenderer]
+    parser_classes = [JSONParser, FormParser]
+    schema = AutoSchema()  # drf-spectacular's, whatever DEFAULT_SCHEMA_CLASS says
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            raise exceptions.ParseError("Invalid Content-Length.") from None
+        if length > settings.MAX_BODY_BYTES:
+            raise PayloadTooLarge()
+        super().initial(request, *args, **kwargs)
+
+    def get_authenticate_header(self, request: Request) -> str:
+        # A refused credential is a 401 with a challenge on every route, also on
+        # the login routes that take no Authorization header (DRF would say 403).
+        return super().get_authenticate_header(request) or 'Bearer realm="api"'
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, RequestDataTooBig):
+            exc = PayloadTooLarge()
+        elif isinstance(exc, UnicodeDecodeError):
+            exc = exceptions.ParseError("Request body is not valid UTF-8.")
+        elif isinstance(exc, DatabaseError):
+            logger.exception("database error in %s", type(self).__name__)
+            exc = ServiceUnavailable()
+        return super().handle_exception(exc)
+
+    def body(self, request: Request) -> dict[str, Any]:
+        """``request.data`` as a dict (form data flattened), or a 400."""
+        data = request.data
+        if hasattr(data, "dict"):
+            data = data.dict()
+        if not isinstance(data, dict):
+            raise exceptions.ParseError("Expected a JSON object.")
+        return data
+
+
+class AsyncAPIView(ChatAuthAPIView):
+    """An APIView whose handlers may be ``async def``.
+
+    Authentication, permissions and throttles run as in DRF (they must be cheap:
+    they run on the event loop); the handler is awaited.  Used where the work is
+    slow and parallel (password hashing), so it never holds Django's single
+    thread for sync views.  Every handler of a subclass must be ``async def``
+    (Django's ``View.view_is_async`` then marks the view as a coroutine).
+    """
+
+    async def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        self.args, self.kwargs = args, kwargs
+        request = self.initialize_request(request, *args, **kwargs)
+        self.request = request
+        self.headers = self.default_response_headers
+        try:
+            self.initial(request, *args, **kwargs)
+            name = request.method.lower()
+            if name in self.http_method_names and hasattr(self, name):
+                handler = getattr(self, name)
+            else:
+                handler = self.http_method_not_allowed
+            response = handler(request, *args, **kwargs)
+            if inspect.isawaitable(response):
+                response = await response
+        except Exception as exc:
+            response = self.handle_exception(exc)
+        self.response = self.finalize_response(request, response, *args, **kwargs)
+        return self.response

@@ -1,0 +1,46 @@
+"""Delete expired denylist rows and ended chat-session rows."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+from chatauth.conf import settings
+from chatauth.constants import CloseCode
+from chatauth.models import ChatSession, RevokedToken
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete denylist rows of tokens that have expired, mark sessions whose "
+        "worker stopped reporting as closed, and delete closed session rows."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--keep-days",
+            type=int,
+            default=0,
+            help="keep closed session rows this many days (default 0)",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["keep_days"] < 0:
+            raise CommandError("--keep-days must be 0 or more.", returncode=2)
+        now = timezone.now()
+        tokens, _ = RevokedToken.objects.filter(expires_at__lt=now).delete()
+        # A live session reports at least every HEARTBEAT_INTERVAL; three missed
+        # beats mean its worker is gone (killed, crashed) and nobody will close it.
+        stale_before = now - timedelta(seconds=3 * settings.HEARTBEAT_INTERVAL)
+        stale = ChatSession.objects.filter(
+            closed_at__isnull=True, last_seen_at__lt=stale_before
+        ).update(closed_at=now, close_code=CloseCode.NORMAL)
+        cutoff = now - timedelta(days=options["keep_days"])
+        sessions, _ = ChatSession.objects.filter(closed_at__lt=cutoff).delete()
+        self.stdout.write(
+            f"Deleted {tokens} expired denylist row(s), closed {stale} stale "
+            f"session(s), deleted {sessions} closed session row(s)."
+        )

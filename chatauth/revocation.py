@@ -1,0 +1,225 @@
+"""Server-side revocation: the denylist, per-user "not before", and telling sockets.
+
+The database is the source of truth; the Django cache (Redis in production) is
+in front of it:
+
+* ``<prefix>:deny:<key>`` is ``1`` for a revoked token and ``0`` for one the
+  database said was not revoked (kept for ``DENYLIST_CACHE_TTL`` at most).
+* ``<prefix>:user:<pk>`` is ``(is_active, not_before)`` of the user, or ``GONE``.
+
+Revoking writes the database first, then the cache.  When the cache cannot be
+read (Redis down) every check falls back to the database, so a revoked token is
+never accepted because of a cache failure: the check fails closed.  A live check
+costs one ``get_many`` round trip.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.contrib.auth import get_user_model
+from django.core.cache import caches
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+from django.utils import timezone
+
+from chatauth import signals
+from chatauth.conf import settings
+from chatauth.constants import CloseCode, token_group, user_group
+from chatauth.exceptions import TokenError, TokenRevoked
+from chatauth.models import Profile, RevokedToken
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+    from django.core.cache.backends.base import BaseCache
+
+    from chatauth.tokens import VerifiedToken
+
+logger = logging.getLogger("chatauth.revocation")
+GONE = "gone"
+_MISSING = object()
+
+
+def _cache() -> BaseCache:
+    return caches[settings.CACHE_ALIAS]
+
+
+def _k(kind: str, value: Any) -> str:
+    return f"{settings.CACHE_PREFIX}:{kind}:{value}"
+
+
+def _cache_get_many(keys: list[str]) -> dict[str, Any]:
+    try:
+        return _cache().get_many(keys)
+    except Exception:  # a cache outage must not decide anything: ask the DB
+        logger.warning("cache unavailable; checking revocation in the database")
+        return {}
+
+
+def _cache_set(key: str, value: Any, ttl: float) -> None:
+    try:
+        _cache().set(key, value, max(1, int(ttl)))
+    except Exception:
+        logger.warning("cache unavailable; %s not cached", key.rsplit(":", 2)[-2])
+
+
+def _cache_delete(key: str) -> None:
+    try:
+        _cache().delete(key)
+    except Exception:
+        logger.error("cache unavailable; could not drop a stale entry")
+
+
+# --- Reading -----------------------------------------------------------------
+
+
+def _load_user_state(user_pk: Any) -> tuple[bool, float] | str:
+    User = get_user_model()
+    has_active = any(f.name == "is_active" for f in User._meta.concrete_fields)
+    fields = ["chatauth_profile__tokens_not_before"]
+    if has_active:
+        fields.append("is_active")
+    try:
+        row = User._default_manager.filter(pk=user_pk).values_list(*fields).first()
+    except (ValueError, TypeError, ValidationError):  # pk of the wrong type
+        row = None
+    if row is None:
+        return GONE
+    not_before = row[0].timestamp() if row[0] else 0.0
+    return (bool(row[1]) if has_active else True, not_before)
+
+
+def _resolve_chainlit_user(verified: VerifiedToken) -> VerifiedToken:
+    """Find (or create, as Chainlit's own flows do) the user a Chainlit token names."""
+    from chatauth.adapter import get_adapter
+    from chatauth.hooks import User
+
+    identifier = verified.identifier
+    key = _k("ident", identifier.encode().hex()[:200])
+    pk = _cache_get_many([key]).get(key)
+    if pk is None:
+        claims = verified.claims
+        user = get_adapter().get_or_create_user(
+            User(identifier, claims.get("display_name"), claims.get("metadata") or {}),
+            update=False,
+        )
+        pk = user.pk
+        _cache_set(key, pk, settings.DENYLIST_CACHE_TTL.total_seconds())
+    return replace(verified, user_pk=pk)
+
+
+def check(verified: VerifiedToken) -> VerifiedToken:
+    """Refuse a revoked token, a logged-out-everywhere one, or one of a gone user."""
+    if verified.user_pk is None:
+        verified = _resolve_chainlit_user(verified)
+    deny_key = _k("deny", verified.key)
+    user_key = _k("user", verified.user_pk)
+    cached = _cache_get_many([deny_key, user_key])
+
+    denied = cached.get(deny_key, _MISSING)
+    if denied is _MISSING:
+        denied = RevokedToken.objects.filter(key=verified.key).exists()
+        ttl = min(
+            settings.DENYLIST_CACHE_TTL.total_seconds(),
+            verified.expires_at - time.time() + settings.LEEWAY.total_seconds(),
+        )
+        _cache_set(deny_key, int(denied), ttl)
+    if denied:
+        raise TokenRevoked()
+
+    state = cached.get(user_key, _MISSING)
+    if state is _MISSING:
+        state = _load_user_state(verified.user_pk)
+        _cache_set(user_key, state, settings.DENYLIST_CACHE_TTL.total_seconds())
+    if state == GONE:
+        raise TokenError("User not found.", code="user_not_found")
+    active, not_before = state
+    if not active:
+        raise TokenError("User is inactive.", code="user_inactive")
+    if verified.issued_at <= not_before:
+        raise TokenRevoked()
+    return verified
+
+
+# --- Writing -----------------------------------------------------------------
+
+
+def revoke_token(verified: VerifiedToken, *, reason: str = "logout") -> bool:
+    """Deny one token from now on; tell its live sessions.  False if already denied.
+
+    The unique ``key`` makes this the arbiter of refresh-token rotation: of two
+    concurrent refreshes with the same token, exactly one inserts the row.
+    """
+    expires = datetime.fromtimestamp(verified.expires_at, tz=UTC)
+    expires += settings.LEEWAY
+    try:
+        with transaction.atomic():
+            RevokedToken.objects.create(
+                key=verified.key,
+                user_id=verified.user_pk,
+                token_type=verified.token_type,
+                reason=reason,
+                expires_at=expires,
+            )
+        created = True
+    except IntegrityError:
+        created = False
+    ttl = verified.expires_at - time.time() + settings.LEEWAY.total_seconds()
+    _cache_set(_k("deny", verified.key), 1, ttl)
+    if created:
+        signals.token_revoked.send(
+            sender=RevokedToken, token=verified, reason=reason, user_pk=verified.user_pk
+        )
+    notify(token_group(verified.key), reason=reason)
+    return created
+
+
+def revoke_user(user: AbstractBaseUser, *, reason: str = "logout_everywhere") -> None:
+    """Refuse every token issued to ``user`` until now and close all their sessions."""
+    now = timezone.now()
+    # Strictly after every token minted so far, even one minted this millisecond.
+    now += timedelta(milliseconds=1)
+    profile, _ = Profile.objects.get_or_create(user=user)
+    Profile.objects.filter(pk=profile.pk).update(tokens_not_before=now)
+    invalidate_user(user.pk)
+    signals.user_tokens_revoked.send(sender=Profile, user=user, reason=reason)
+    notify(user_group(user.pk), reason=reason)
+
+
+def invalidate_user(user_pk: Any) -> None:
+    """Drop the cached state of a user (saved, deactivated, deleted, revoked)."""
+    _cache_delete(_k("user", user_pk))
+
+
+def notify(group: str, *, reason: str, code: int = CloseCode.REVOKED) -> None:
+    """Close every live chat session in ``group``, on every worker."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    message = {"type": "chatauth.revoked", "reason": reason, "code": int(code)}
+    try:
+        async_to_sync(layer.group_send)(group, message)
+    except Exception:
+        logger.exception("could not tell live sessions in %s to close", group)
+
+
+@receiver(post_save)
+@receiver(post_delete)
+def _user_changed(sender: type, instance: Any, **kwargs: Any) -> None:
+    if sender is get_user_model():
+        invalidate_user(instance.pk)
+        if kwargs.get("signal") is post_save and not getattr(
+            instance, "is_active", True
+        ):
+            notify(user_group(instance.pk), reason="deactivated")
+    elif sender is Profile:
+        invalidate_user(instance.user_id)

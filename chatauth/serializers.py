@@ -1,0 +1,108 @@
+"""Request and response shapes of the HTTP routes (also the OpenAPI schema's)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rest_framework import serializers
+
+from chatauth.conf import settings
+
+
+class StrictCharField(serializers.CharField):
+    """A CharField that refuses numbers and booleans instead of casting them
+    (NUL characters are refused by DRF's CharField already)."""
+
+    default_error_messages = {"invalid": "Must be a string."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class MetadataField(serializers.JSONField):
+    """A JSON object no larger than ``MAX_METADATA_BYTES`` when serialised."""
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        try:
+            size = len(json.dumps(data, separators=(",", ":")).encode())
+        except (TypeError, ValueError, RecursionError) as e:
+            raise serializers.ValidationError("Must be plain JSON.") from e
+        if size > settings.MAX_METADATA_BYTES:
+            raise serializers.ValidationError(
+                f"Must be at most {settings.MAX_METADATA_BYTES} bytes."
+            )
+        return data
+
+
+class UserSerializer(serializers.Serializer):
+    identifier = serializers.CharField()
+    display_name = serializers.CharField(allow_null=True)
+    metadata = serializers.DictField()
+
+
+class LoginSerializer(serializers.Serializer):
+    username = StrictCharField(max_length=255, trim_whitespace=False)
+    password = StrictCharField(max_length=4096, trim_whitespace=False)
+
+
+class TokenPairSerializer(serializers.Serializer):
+    access_token = serializers.CharField()
+    refresh_token = serializers.CharField()
+    token_type = serializers.CharField(default="bearer")
+    expires_in = serializers.IntegerField()
+    user = UserSerializer()
+
+
+class RefreshSerializer(serializers.Serializer):
+    refresh = StrictCharField(max_length=8192)
+
+
+class LogoutSerializer(serializers.Serializer):
+    refresh = StrictCharField(max_length=8192, required=False)
+    everywhere = serializers.BooleanField(required=False, default=False)
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        value = data.get("everywhere") if isinstance(data, dict) else None
+        if value is not None and not isinstance(value, bool):
+            raise serializers.ValidationError({"everywhere": ["Must be a boolean."]})
+        return super().to_internal_value(data)
+
+
+class ConfigSerializer(serializers.Serializer):
+    password = serializers.BooleanField()
+    header = serializers.BooleanField()
+    oauth = serializers.ListField(child=serializers.CharField())
+    copilot = serializers.BooleanField()
+
+
+class CopilotRequestSerializer(serializers.Serializer):
+    identifier = StrictCharField(max_length=255)
+    display_name = StrictCharField(
+        max_length=255, required=False, allow_null=True, allow_blank=True
+    )
+    metadata = MetadataField(required=False, default=dict)
+
+
+class CopilotTokenSerializer(serializers.Serializer):
+    access_token = serializers.CharField()
+    token_type = serializers.CharField(default="bearer")
+    expires_in = serializers.IntegerField()
+    user = UserSerializer()
+
+
+class DetailSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+class ChatSessionSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    opened_at = serializers.DateTimeField()
+    last_seen_at = serializers.DateTimeField()
+    ip = serializers.IPAddressField(allow_null=True)
+    user_agent = serializers.CharField()
+    current = serializers.BooleanField()

@@ -1,0 +1,34 @@
+"""Signals chatauth sends, besides Django's ``user_logged_in``, ``user_login_failed``
+and ``user_logged_out`` (sent from every login path, with ``request=None`` on a
+WebSocket, as Channels does).
+
+``token_issued(sender, user, token_type, jti, method, request)``
+    A token was minted: ``token_type`` is ``"access"``, ``"refresh"`` or
+    ``"copilot"``; ``jti`` its id (never the token).
+``token_refreshed(sender, user, old_jti, new_jti, request)``
+    A refresh token was used and rotated out.
+``token_revoked(sender, token, reason, user_pk)``
+    One token was put on the denylist (``token`` is a ``VerifiedToken``).
+``user_tokens_revoked(sender, user, reason)``
+    Every token of ``user`` issued so far was revoked (logout everywhere).
+``api_key_used(sender, api_key, request, success)``
+    An API key was presented; ``api_key`` is None when none matched.
+``auth_refused(sender, event, identifier, method, reason, request, scope)``
+    A request was turned away before any login: untrusted proxy, foreign
+    WebSocket origin, refused OAuth callback.  ``event`` is an ``AuditEvent.Event``.
+``chat_session_opened(sender, session, scope)``
+    A live chat session started.
+``chat_session_closed(sender, session, code)``
+    A live chat session ended.
+"""
+
+from django.dispatch import Signal
+
+token_issued = Signal()
+token_refreshed = Signal()
+token_revoked = Signal()
+user_tokens_revoked = Signal()
+api_key_used = Signal()
+auth_refused = Signal()
+chat_session_opened = Signal()
+chat_session_closed = Signal()

@@ -1,0 +1,24 @@
+"""Mount with ``path("auth/", include("chatauth.urls"))``."""
+
+from django.urls import path
+
+from chatauth import views
+
+app_name = "chatauth"
+
+urlpatterns = [
+    path("config", views.ConfigView.as_view(), name="config"),
+    path("login", views.LoginView.as_view(), name="login"),
+    path("header", views.HeaderLoginView.as_view(), name="header"),
+    path("token/refresh", views.TokenRefreshView.as_view(), name="token-refresh"),
+    path("copilot/token", views.CopilotTokenView.as_view(), name="copilot-token"),
+    path("me", views.MeView.as_view(), name="me"),
+    path("logout", views.LogoutView.as_view(), name="logout"),
+    path("sessions", views.SessionListView.as_view(), name="sessions"),
+    path(
+        "sessions/<uuid:session_id>",
+        views.SessionDetailView.as_view(),
+        name="session-detail",
+    ),
+    path("schema", views.SchemaView.as_view(), name="schema"),
+]

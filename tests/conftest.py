@@ -1,0 +1,107 @@
+"""Shared fixtures: users, tokens, clients, hooks, and service availability."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+
+import jwt
+import pytest
+from django.core.cache import caches
+
+REQUIRE_SERVICES = os.environ.get("CHATAUTH_REQUIRE_SERVICES") == "1"
+PASSWORD = "correct horse battery staple"
+
+
+def service_up(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip (or, with CHATAUTH_REQUIRE_SERVICES=1, fail) when a service is down."""
+    if service_up(host, port):
+        return
+    message = f"{name} is not reachable on {host}:{port}"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + " and CHATAUTH_REQUIRE_SERVICES=1", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def _clean_state():
+    """Each test starts with no hooks, an empty cache and default settings."""
+    from chatauth import hooks
+    from chatauth.conf import settings
+
+    hooks.clear()
+    caches["default"].clear()
+    settings.reload()
+    yield
+    hooks.clear()
+    caches["default"].clear()
+
+
+@pytest.fixture
+def make_user(django_user_model):
+    def make(username: str | None = None, password: str = PASSWORD, **fields):
+        username = username or f"user-{uuid.uuid4().hex[:8]}"
+        return django_user_model.objects.create_user(
+            username=username, password=password, **fields
+        )
+
+    return make
+
+
+@pytest.fixture
+def user(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def api():
+    from rest_framework.test import APIClient
+
+    return APIClient()
+
+
+@pytest.fixture
+def login(api):
+    """POST auth/login; returns the response."""
+
+    def do(username: str = "alice", password: str = PASSWORD, **extra):
+        return api.post(
+            "/auth/login",
+            {"username": username, "password": password},
+            format="json",
+            **extra,
+        )
+
+    return do
+
+
+@pytest.fixture
+def pair(user, login):
+    response = login()
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def chainlit_token(identifier: str, metadata: dict | None = None, **claims) -> str:
+    """A token minted exactly as Chainlit's docs do it (PyJWT, HS256)."""
+    payload = {
+        "identifier": identifier,
+        "metadata": metadata or {},
+        "exp": int(time.time()) + 3600,
+        **claims,
+    }
+    return jwt.encode(payload, os.environ["CHATAUTH_SECRET"], algorithm="HS256")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
