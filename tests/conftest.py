@@ -105,3 +105,20 @@ def chainlit_token(identifier: str, metadata: dict | None = None, **claims) -> s
 
 def bearer(token: str) -> dict[str, str]:
     return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="session")
+def demo_server(tmp_path_factory):
+    """One real uvicorn process serving the demo on a migrated SQLite file.
+
+    In-memory channel layer and local-memory cache, as ``make demo`` runs it.
+    Yields a :class:`tests.servers.Server`; stopped at the end of the session.
+    """
+    from tests.servers import migrate, server_env, start_server
+
+    tmp = tmp_path_factory.mktemp("demo-server")
+    env = server_env(DATABASE_URL=f"sqlite:///{tmp / 'db.sqlite3'}")
+    migrate(env)
+    server = start_server(env, tmp)
+    yield server
+    server.stop()
