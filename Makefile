@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 PG_URL ?= postgres://root@127.0.0.1:5432/test
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Tests that run their own servers on their own databases: the PostgreSQL pass
+# would only repeat them.
+OWN_SERVER_TESTS := tests/test_widget_browser.py tests/test_chainlit_compat.py
 
 .PHONY: demo test lint format bench install clean
 
@@ -31,7 +34,7 @@ test: install
 	$(BIN)/python -m pytest
 	@if [ "$$CHATAUTH_REQUIRE_SERVICES" = "1" ] || pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then \
 		echo "== the suite again on PostgreSQL =="; \
-		DATABASE_URL=$(PG_URL) $(BIN)/python -m pytest; \
+		DATABASE_URL=$(PG_URL) $(BIN)/python -m pytest $(addprefix --ignore=,$(OWN_SERVER_TESTS)); \
 	else echo "PostgreSQL not reachable: skipped the PostgreSQL run"; fi
 
 lint: install

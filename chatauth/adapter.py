@@ -7,6 +7,7 @@ step; each method says when it runs and what it may return.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -109,6 +110,14 @@ class DefaultAdapter:
         if max_length and len(chat_user.identifier) > max_length:
             raise HookError("Identifier is too long for the user model.")
         try:
+            encoded = json.dumps(chat_user.metadata)
+        except (TypeError, ValueError) as e:  # JSONField would raise mid-save
+            raise HookError("User metadata is not plain JSON.") from e
+        # PostgreSQL text and jsonb cannot hold NUL: refuse it here, as a clean
+        # error, instead of a database exception in the middle of a login.
+        if "\x00" in chat_user.identifier or "\\u0000" in encoded:
+            raise HookError("A user's identifier or metadata holds a NUL character.")
+        try:
             with transaction.atomic():
                 user, created = User._default_manager.get_or_create(
                     **{field: chat_user.identifier},
@@ -131,7 +140,8 @@ class DefaultAdapter:
         profile, _ = Profile.objects.update_or_create(
             user=user,
             defaults={
-                "display_name": chat_user.display_name or "",
+                # The column holds 255 (PostgreSQL enforces it, SQLite does not).
+                "display_name": (chat_user.display_name or "")[:255],
                 "metadata": chat_user.metadata or {},
             },
         )

@@ -100,16 +100,23 @@ class RecentAuditInline(ReadOnlyMixin, admin.TabularInline):
     fields = ("created_at", "event", "method", "success", "reason", "ip")
     readonly_fields = fields
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        qs = super().get_queryset(request)
-        recent = qs.order_by("-created_at").values("pk")
-        # The inline's formset needs an unsliced queryset: restrict by id instead.
-        return qs.filter(pk__in=list(recent.values_list("pk", flat=True)[:200]))
-
     def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
         formset = super().get_formset(request, obj, **kwargs)
-        formset.max_num = RECENT_AUDIT_ROWS
-        return formset
+
+        class RecentAuditFormSet(formset):  # type: ignore[valid-type, misc]
+            def get_queryset(self) -> QuerySet:
+                # The most recent rows of *this* user (the queryset is already
+                # filtered by the inline's foreign key here, not in the admin's
+                # get_queryset).  Restricted by id: the formset needs an unsliced
+                # queryset.
+                if not hasattr(self, "_recent"):
+                    qs = super().get_queryset()
+                    recent = qs.order_by("-created_at").values_list("pk", flat=True)
+                    ids = list(recent[:RECENT_AUDIT_ROWS])
+                    self._recent = qs.filter(pk__in=ids).order_by("-created_at")
+                return self._recent
+
+        return RecentAuditFormSet
 
 
 def extend_user_admin() -> None:

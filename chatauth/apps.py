@@ -8,7 +8,7 @@ class ChatAuthConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from chatauth import audit, checks, revocation, schema  # noqa: F401
+        from chatauth import audit, checks, copilot, revocation, schema  # noqa: F401
         from chatauth.hooks import load_hooks
 
         load_hooks()

@@ -8,6 +8,9 @@ reach a row: never a password, a whole token, an API key or the secret.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -16,10 +19,11 @@ from django.contrib.auth.signals import (
     user_logged_out,
     user_login_failed,
 )
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.dispatch import receiver
 
 from chatauth import signals
+from chatauth.constants import Method
 from chatauth.internal.http import client_ip, scope_client, user_agent
 from chatauth.models import AuditEvent
 
@@ -53,17 +57,19 @@ def record(
         ip, ua = client_ip(request), user_agent(request)
     user_pk = getattr(user, "pk", None)
     try:
-        return AuditEvent.objects.create(
-            event=event,
-            user_id=user_pk if user_pk is not None and user_pk != "" else None,
-            identifier=(identifier or identifier_of(user))[:255],
-            method=method[:16],
-            success=success,
-            reason=reason[:64],
-            ip=ip,
-            user_agent=ua,
-            token_id=token_id[:80],
-        )
+        # A savepoint: a failed audit write must not poison the caller's transaction.
+        with transaction.atomic():
+            return AuditEvent.objects.create(
+                event=event,
+                user_id=user_pk if user_pk is not None and user_pk != "" else None,
+                identifier=(identifier or identifier_of(user))[:255],
+                method=method[:16],
+                success=success,
+                reason=reason[:64],
+                ip=ip,
+                user_agent=ua,
+                token_id=token_id[:80],
+            )
     except DatabaseError:
         logger.exception("could not write audit event %s", event)
         return None
@@ -74,7 +80,9 @@ def _logged_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     record(
         Event.LOGIN,
         user=user,
-        method=kwargs.get("method", ""),
+        # django.contrib.auth.login() sends no method: a path that logs in through
+        # it (OAuth) names its method on the request instead.
+        method=kwargs.get("method") or getattr(request, "chatauth_method", ""),
         request=request,
         scope=kwargs.get("scope"),
         token_id=kwargs.get("token_id", ""),
@@ -85,10 +93,15 @@ def _logged_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
 def _login_failed(sender: Any, credentials: dict[str, Any], **kwargs: Any) -> None:
     # ``credentials`` was cleansed by Django (the password is ``****``); only the
     # username is kept, and only as typed, truncated.
+    method = kwargs.get("method", "")
+    if not method and sender == "django.contrib.auth":
+        # Sent by authenticate() itself, which is always given credentials: a
+        # password login (chatauth's own, the admin's or another login form).
+        method = Method.PASSWORD
     record(
         Event.LOGIN_FAILED,
         identifier=str(credentials.get("username", ""))[:255],
-        method=kwargs.get("method", ""),
+        method=method,
         success=False,
         reason=kwargs.get("reason", "invalid_credentials"),
         request=kwargs.get("request"),
@@ -165,3 +178,73 @@ def _refused(sender: Any, event: str, **kw: Any) -> None:
         request=kw.get("request"),
         scope=kw.get("scope"),
     )
+
+
+# --- Chat sessions: written in batches by the live-session writer -----------------
+
+_collector: ContextVar[list[AuditEvent] | None] = ContextVar(
+    "chatauth_audit_collector", default=None
+)
+
+
+@contextmanager
+def collected() -> Iterator[list[AuditEvent]]:
+    """Collect the chat-session events sent inside the block and write them with
+    one bulk INSERT at its end (the caller's transaction, if any, holds both).
+
+    The live-session writer records hundreds of sessions per commit; one INSERT
+    (and savepoint) per event would cost more than the sessions themselves.
+    """
+    rows: list[AuditEvent] = []
+    token = _collector.set(rows)
+    try:
+        yield rows
+    finally:
+        _collector.reset(token)
+    if rows:
+        AuditEvent.objects.bulk_create(rows)
+
+
+def _session_event(
+    event: str, session: Any, scope: dict[str, Any] | None, reason: str
+) -> None:
+    auth = (scope or {}).get("chatauth")
+    identifier = auth.token.identifier if auth is not None else ""
+    batch = _collector.get()
+    if batch is None:
+        record(
+            event,
+            user=get_user_model()(pk=session.user_id),  # no query for the real row
+            identifier=identifier,
+            method=Method.WEBSOCKET,
+            reason=reason,
+            scope=scope,
+            token_id=session.token_key,
+        )
+        return
+    ip, ua = scope_client(scope) if scope is not None else (None, "")
+    batch.append(
+        AuditEvent(
+            event=event,
+            user_id=session.user_id,
+            identifier=identifier[:255],
+            method=Method.WEBSOCKET,
+            reason=reason[:64],
+            ip=ip,
+            user_agent=ua,
+            token_id=session.token_key[:80],
+        )
+    )
+
+
+@receiver(signals.chat_session_opened)
+def _session_opened(sender: Any, session: Any, scope: Any = None, **kw: Any) -> None:
+    auth = (scope or {}).get("chatauth")
+    # How the socket authenticated: header, subprotocol, cookie, session, query
+    # or message.
+    _session_event(Event.SESSION_OPENED, session, scope, auth.source if auth else "")
+
+
+@receiver(signals.chat_session_closed)
+def _session_closed(sender: Any, session: Any, code: int, **kw: Any) -> None:
+    _session_event(Event.SESSION_CLOSED, session, kw.get("scope"), str(code))

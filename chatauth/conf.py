@@ -75,6 +75,24 @@ DEFAULTS: dict[str, Any] = {
     # --- Header / OAuth login --------------------------------------------------
     "TRUSTED_PROXIES": [],
     "OAUTH_PROVIDERS": {},
+    # Seconds any one call to an OAuth provider may take (connect, read, write,
+    # pool): a hung provider becomes a clean refusal, not a stuck worker.
+    "OAUTH_TIMEOUT": 10,
+    # How long a started OAuth login (its state, PKCE verifier and nonce, kept in
+    # the session) may take before the callback refuses it.
+    "OAUTH_STATE_LIFETIME": timedelta(minutes=10),
+    # The built-in header callback, chatauth.contrib.proxy_header_auth (enable it
+    # with "HOOKS": "chatauth.contrib.proxy_header_auth").  "proxy": which reverse
+    # proxy sets the identity headers ("oauth2-proxy", "authelia", "cloudflare");
+    # "headers": per-field overrides of its header names (user, email, name,
+    # groups); "identifier": "email" or "user" first; "groups": if not empty, a
+    # user must be in one of them.  Only that one proxy's headers are read.
+    "PROXY_HEADER_AUTH": {
+        "proxy": "oauth2-proxy",
+        "headers": {},
+        "identifier": "email",
+        "groups": [],
+    },
 }
 
 IMPORT_STRINGS = ("ADAPTER", "ON_MESSAGE")
@@ -86,6 +104,7 @@ TIMEDELTAS = (
     "CHAINLIT_TOKEN_LIFETIME",
     "LOGIN_FAILURE_WINDOW",
     "DENYLIST_CACHE_TTL",
+    "OAUTH_STATE_LIFETIME",
 )
 
 
@@ -121,8 +140,10 @@ class ChatAuthSettings:
             self.__dict__.pop(name, None)
         self._cached.clear()
         from chatauth import tokens  # local: tokens imports this module
+        from chatauth.internal import cache
 
         tokens.reset_backend()
+        cache.reset()
 
 
 def _import(path: str, setting: str) -> Any:
@@ -139,5 +160,5 @@ settings = ChatAuthSettings()
 
 @receiver(setting_changed)
 def _reload(*, setting: str, **kwargs: Any) -> None:
-    if setting == "CHATAUTH":
+    if setting in ("CHATAUTH", "CACHES"):
         settings.reload()

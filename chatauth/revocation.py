@@ -22,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
-from django.core.cache import caches
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models.signals import post_delete, post_save
@@ -32,7 +31,8 @@ from django.utils import timezone
 from chatauth import signals
 from chatauth.conf import settings
 from chatauth.constants import CloseCode, token_group, user_group
-from chatauth.exceptions import TokenError, TokenRevoked
+from chatauth.exceptions import HookError, TokenError, TokenRevoked
+from chatauth.internal.cache import get_cache
 from chatauth.models import Profile, RevokedToken
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ _MISSING = object()
 
 
 def _cache() -> BaseCache:
-    return caches[settings.CACHE_ALIAS]
+    return get_cache()
 
 
 def _k(kind: str, value: Any) -> str:
@@ -62,9 +62,14 @@ def _cache_get_many(keys: list[str]) -> dict[str, Any]:
         return {}
 
 
-def _cache_set(key: str, value: Any, ttl: float) -> None:
+def _cache_set(
+    key: str, value: Any, ttl: float, *, only_if_absent: bool = False
+) -> None:
     try:
-        _cache().set(key, value, max(1, int(ttl)))
+        if only_if_absent:
+            _cache().add(key, value, max(1, int(ttl)))
+        else:
+            _cache().set(key, value, max(1, int(ttl)))
     except Exception:
         logger.warning("cache unavailable; %s not cached", key.rsplit(":", 2)[-2])
 
@@ -105,10 +110,15 @@ def _resolve_chainlit_user(verified: VerifiedToken) -> VerifiedToken:
     pk = _cache_get_many([key]).get(key)
     if pk is None:
         claims = verified.claims
-        user = get_adapter().get_or_create_user(
-            User(identifier, claims.get("display_name"), claims.get("metadata") or {}),
-            update=False,
-        )
+        try:
+            user = get_adapter().get_or_create_user(
+                User(
+                    identifier, claims.get("display_name"), claims.get("metadata") or {}
+                ),
+                update=False,
+            )
+        except HookError as e:  # e.g. longer than the user model's USERNAME_FIELD
+            raise TokenError() from e
         pk = user.pk
         _cache_set(key, pk, settings.DENYLIST_CACHE_TTL.total_seconds())
     return replace(verified, user_pk=pk)
@@ -129,14 +139,17 @@ def check(verified: VerifiedToken) -> VerifiedToken:
             settings.DENYLIST_CACHE_TTL.total_seconds(),
             verified.expires_at - time.time() + settings.LEEWAY.total_seconds(),
         )
-        _cache_set(deny_key, int(denied), ttl)
+        # ``add``, not ``set``: if a revocation stored "denied" since the database
+        # was read, this (now stale) answer must not replace it.
+        _cache_set(deny_key, int(denied), ttl, only_if_absent=True)
     if denied:
         raise TokenRevoked()
 
     state = cached.get(user_key, _MISSING)
     if state is _MISSING:
         state = _load_user_state(verified.user_pk)
-        _cache_set(user_key, state, settings.DENYLIST_CACHE_TTL.total_seconds())
+        ttl = settings.DENYLIST_CACHE_TTL.total_seconds()
+        _cache_set(user_key, state, ttl, only_if_absent=True)  # see invalidate_user
     if state == GONE:
         raise TokenError("User not found.", code="user_not_found")
     active, not_before = state
@@ -187,14 +200,27 @@ def revoke_user(user: AbstractBaseUser, *, reason: str = "logout_everywhere") ->
     now += timedelta(milliseconds=1)
     profile, _ = Profile.objects.get_or_create(user=user)
     Profile.objects.filter(pk=profile.pk).update(tokens_not_before=now)
-    invalidate_user(user.pk)
+    invalidate_user(user.pk, _load_user_state(user.pk))
     signals.user_tokens_revoked.send(sender=Profile, user=user, reason=reason)
     notify(user_group(user.pk), reason=reason)
 
 
-def invalidate_user(user_pk: Any) -> None:
-    """Drop the cached state of a user (saved, deactivated, deleted, revoked)."""
-    _cache_delete(_k("user", user_pk))
+def invalidate_user(
+    user_pk: Any, state: tuple[bool, float] | str | None = None
+) -> None:
+    """Drop the cached state of a user (saved, deactivated, deleted, revoked), or
+    replace it with ``state`` when the change makes the user stricter.
+
+    Where tokens stop working (deactivated, deleted, logged out everywhere) the
+    new state is *stored*, not just deleted: a check that read the old row just
+    before the change would otherwise put it back for ``DENYLIST_CACHE_TTL``;
+    :func:`check` only ``add``s, so it cannot overwrite a stored state.
+    """
+    key = _k("user", user_pk)
+    if state is None:
+        _cache_delete(key)
+    else:
+        _cache_set(key, state, settings.DENYLIST_CACHE_TTL.total_seconds())
 
 
 def notify(group: str, *, reason: str, code: int = CloseCode.REVOKED) -> None:
@@ -216,10 +242,12 @@ def notify(group: str, *, reason: str, code: int = CloseCode.REVOKED) -> None:
 @receiver(post_delete)
 def _user_changed(sender: type, instance: Any, **kwargs: Any) -> None:
     if sender is get_user_model():
-        invalidate_user(instance.pk)
-        if kwargs.get("signal") is post_save and not getattr(
-            instance, "is_active", True
-        ):
+        if kwargs.get("signal") is post_delete:
+            invalidate_user(instance.pk, GONE)
+        elif not getattr(instance, "is_active", True):
+            invalidate_user(instance.pk, (False, 0.0))
             notify(user_group(instance.pk), reason="deactivated")
+        else:
+            invalidate_user(instance.pk)
     elif sender is Profile:
         invalidate_user(instance.user_id)

@@ -14,9 +14,8 @@ import math
 import time
 from dataclasses import dataclass
 
-from django.core.cache import caches
-
 from chatauth.conf import settings
+from chatauth.internal.cache import get_cache
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ def _scopes(username: str, ip: str | None) -> list[str]:
 
 def reserve(username: str, ip: str | None) -> Reservation:
     """Count one attempt against each scope; ``allowed`` is False past the limit."""
-    cache = caches[settings.CACHE_ALIAS]
+    cache = get_cache()
     window = settings.LOGIN_FAILURE_WINDOW.total_seconds()
     limit = settings.LOGIN_FAILURE_LIMIT
     now = time.time()
@@ -63,7 +62,7 @@ def reserve(username: str, ip: str | None) -> Reservation:
 
 def release(reservation: Reservation) -> None:
     """Give back the attempt of a successful login (it was not a failure)."""
-    cache = caches[settings.CACHE_ALIAS]
+    cache = get_cache()
     for key in reservation.keys:
         try:
             cache.decr(key)
@@ -73,6 +72,6 @@ def release(reservation: Reservation) -> None:
 
 def reset(username: str, ip: str | None = None) -> None:
     """Forget the failures of ``username`` (and ``ip``), e.g. from the admin."""
-    cache = caches[settings.CACHE_ALIAS]
+    cache = get_cache()
     for key in _scopes(username, ip):
         cache.delete_many([key, f"{key}:t"])

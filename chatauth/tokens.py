@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 MAX_TOKEN_LENGTH = 8192
 TYPE_CLAIM = "token_type"
 _JTI_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# JWS compact serialization (RFC 7515 section 7.1) is three base64url segments
+# "with all trailing '=' characters omitted" (section 2).  PyJWT also decodes
+# padded segments, so ``token + "="`` would otherwise be a second spelling of the
+# same token: a different string for the denylist of tokens without a ``jti``.
+_COMPACT_RE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _backend: TokenBackend | None = None
 
 
@@ -187,6 +192,8 @@ def decode(raw: Any) -> dict[str, Any]:
             raise TokenError() from e
     if not isinstance(raw, str) or not raw or len(raw) > MAX_TOKEN_LENGTH:
         raise TokenError()
+    if not _COMPACT_RE.fullmatch(raw):  # fullmatch: "$" would allow a "\n"
+        raise TokenError()
     keys = [get_secret(), *settings.PREVIOUS_SECRETS]
     last_error: Exception | None = None
     for key in keys:
@@ -216,7 +223,10 @@ def token_key(claims: dict[str, Any], raw: str) -> str:
     jti = claims.get("jti")
     if isinstance(jti, str) and _JTI_RE.match(jti):
         return jti
-    return "s-" + hashlib.sha256(raw.encode()).hexdigest()[:64]
+    # The signed part only: the signature's own encoding is not part of what the
+    # token says, so no re-spelling of it can dodge the denylist.
+    signed = raw.rpartition(".")[0]
+    return "s-" + hashlib.sha256(signed.encode()).hexdigest()[:64]
 
 
 def _number(claims: dict[str, Any], name: str) -> float | None:
@@ -239,7 +249,12 @@ def classify(claims: dict[str, Any], raw: str) -> VerifiedToken:
             raise TokenError("Chainlit tokens are not accepted.")
         identifier = claims.get("identifier")
         metadata = claims.get("metadata", {})
-        if not isinstance(identifier, str) or not 0 < len(identifier) <= 255:
+        # NUL: PostgreSQL text cannot hold it (the user lookup would be a 500).
+        if (
+            not isinstance(identifier, str)
+            or not 0 < len(identifier) <= 255
+            or "\x00" in identifier
+        ):
             raise TokenError()
         if metadata is not None and not isinstance(metadata, dict):
             raise TokenError()
@@ -292,4 +307,15 @@ async def averify_token(
     """:func:`verify_token` for async code; the cache/ORM part runs off the loop."""
     from asgiref.sync import sync_to_async
 
-    return await sync_to_async(verify_token, thread_sensitive=False)(raw, expected)
+    return await sync_to_async(_verify_in_worker, thread_sensitive=False)(raw, expected)
+
+
+def _verify_in_worker(raw: Any, expected: Collection[str]) -> VerifiedToken:
+    from django.db import close_old_connections
+
+    try:
+        return verify_token(raw, expected)
+    finally:
+        # A worker thread is not a request thread: nothing else ever closes its
+        # connection once obsolete or broken (e.g. after a database restart).
+        close_old_connections()

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from chatauth import views
+from chatauth import oauth, views
 
 app_name = "chatauth"
 
@@ -10,13 +10,19 @@ urlpatterns = [
     path("config", views.ConfigView.as_view(), name="config"),
     path("login", views.LoginView.as_view(), name="login"),
     path("header", views.HeaderLoginView.as_view(), name="header"),
+    path("oauth/<str:provider>", oauth.OAuthStartView.as_view(), name="oauth-start"),
+    path(
+        "oauth/<str:provider>/callback",
+        oauth.OAuthCallbackView.as_view(),
+        name="oauth-callback",
+    ),
     path("token/refresh", views.TokenRefreshView.as_view(), name="token-refresh"),
     path("copilot/token", views.CopilotTokenView.as_view(), name="copilot-token"),
     path("me", views.MeView.as_view(), name="me"),
     path("logout", views.LogoutView.as_view(), name="logout"),
     path("sessions", views.SessionListView.as_view(), name="sessions"),
     path(
-        "sessions/<uuid:session_id>",
+        "sessions/<str:session_id>",
         views.SessionDetailView.as_view(),
         name="session-detail",
     ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -15,7 +16,9 @@ from django.contrib.auth.signals import (
     user_logged_out,
     user_login_failed,
 )
+from django.db import transaction
 from django.http import HttpRequest
+from django.utils.decorators import method_decorator
 from drf_spectacular.renderers import OpenApiJsonRenderer
 from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularAPIView
@@ -25,7 +28,7 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from chatauth import hooks, revocation, signals, throttling
+from chatauth import copilot, hooks, revocation, signals, throttling
 from chatauth.adapter import get_adapter
 from chatauth.authentication import APIKeyAuthentication, JWTAuthentication, TokenUser
 from chatauth.conf import settings
@@ -108,6 +111,7 @@ def set_auth_cookie(response: Response, access: str) -> None:
     )
 
 
+@transaction.atomic  # last_login and the audit row: one commit, not two
 def complete_login(request: HttpRequest, user: Any, method: str) -> TokenPair:
     """Mint the pair of a user who just proved who they are, and announce it."""
     pair = issue_pair(user)
@@ -234,9 +238,13 @@ class HeaderLoginView(AsyncAPIView):
             reason = "invalid_credentials"
         user = None
         if chat_user is not None:
-            user = await sync_to_async(adapter.get_or_create_user)(chat_user)
-            if not adapter.can_authenticate(user):
-                user, reason = None, "user_inactive"
+            try:
+                user = await sync_to_async(adapter.get_or_create_user)(chat_user)
+            except HookError:  # e.g. an identifier the user model cannot hold
+                reason = "hook_failed"
+            else:
+                if not adapter.can_authenticate(user):
+                    user, reason = None, "user_inactive"
         if user is None:
             name = chat_user.identifier if chat_user else ""
             await sync_to_async(login_failed)(
@@ -301,7 +309,10 @@ class LogoutView(ChatAuthAPIView):
 
     @extend_schema(
         request=LogoutSerializer,
-        responses={200: DetailSerializer, 401: DetailSerializer},
+        # 400/413: a malformed or oversized body (found by schemathesis).
+        responses={
+            code: DetailSerializer for code in (200, 400, 401, 413)
+        },
         summary="Log out (this token, or everywhere)",
     )
     def post(self, request: Request) -> Response:
@@ -319,6 +330,7 @@ class LogoutView(ChatAuthAPIView):
         session_key = session_key.session_key if session_key is not None else None
         if session_key:
             revocation.notify(token_group(session_key_id(session_key)), reason="logout")
+        copilot.revoke_session_tokens(django_request)  # before the flush below
         if hasattr(django_request, "session"):
             # What django.contrib.auth.logout() does, minus its user_logged_out
             # signal: the one sent below carries the method and token id.
@@ -362,6 +374,7 @@ class CopilotTokenView(ChatAuthAPIView):
         responses={200: CopilotTokenSerializer, **ERRORS},
         summary="Mint a copilot access token",
     )
+    @method_decorator(transaction.atomic)  # user, profile, audit: one commit
     def post(self, request: Request) -> Response:
         adapter = get_adapter()
         if isinstance(request.auth, APIKey):
@@ -381,6 +394,8 @@ class CopilotTokenView(ChatAuthAPIView):
         if not adapter.can_authenticate(user):
             raise InvalidCredentials("User is inactive.", code="user_inactive")
         token = issue_copilot_token(user)
+        if method == Method.SESSION:
+            copilot.remember(request._request, token, user)  # ends with the session
         signals.token_issued.send(
             sender=type(self),
             user=user,
@@ -438,6 +453,12 @@ class SessionDetailView(ChatAuthAPIView):
     def delete(self, request: Request, session_id: Any) -> Response:
         from chatauth.sessions import close_session
 
+        try:
+            # Any string reaches this view (a JSON 404 for a malformed id, not
+            # the HTML one the <uuid:> converter would give).
+            session_id = uuid.UUID(str(session_id))
+        except ValueError:
+            raise exceptions.NotFound("No such open session.") from None
         row = ChatSession.objects.filter(
             pk=session_id, user_id=request.user.pk, closed_at__isnull=True
         ).first()

@@ -4,11 +4,17 @@ Everything a deployment changes comes from the environment:
 
 ``DATABASE_URL``            default: a SQLite file next to manage.py
 ``REDIS_URL``               unset: in-memory channel layer and local-memory cache
+``REDIS_PREFIX``            keeps the channel layer and cache of deployments (or test
+                            runs) sharing one Redis apart (default: none)
 ``CHATAUTH_SECRET``         the token signing secret (or ``CHAINLIT_AUTH_SECRET``)
 ``DJANGO_SECRET_KEY``       Django's own secret
 ``DJANGO_DEBUG``            "1"/"true" for development
 ``DJANGO_ALLOWED_HOSTS``    comma-separated
 ``CHATAUTH_ALLOWED_ORIGINS`` comma-separated WebSocket origins (https://host)
+``OAUTH_<ID>_CLIENT_ID``    turns on an OAuth provider (see ``OAUTH_PROVIDERS`` below)
+``CHATAUTH_COPILOT_TOKEN_LIFETIME`` copilot token lifetime in seconds (default 15 days)
+``DJANGO_SERVE_STATIC``     "1": Django serves /static/ itself (default: only in DEBUG;
+                            a deployment puts the files behind its web server or CDN)
 """
 
 from __future__ import annotations
@@ -84,33 +90,38 @@ TEMPLATES = [
 ]
 
 # --- Database ---------------------------------------------------------------------
-DATABASE_URL = os.environ.get("DATABASE_URL")
-if DATABASE_URL:
-    import dj_database_url
+DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+import dj_database_url  # noqa: E402
 
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
-else:
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": BASE_DIR / "db.sqlite3",
-            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
-        }
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # One writer at a time: wait for the lock instead of failing at once, and take
+    # it when a transaction starts (no deadlock-prone read-to-write upgrade).
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # WAL: readers never wait for the writer; synchronous=NORMAL: one fsync per
+    # checkpoint instead of per commit (safe in WAL mode; a power cut loses at
+    # most the last commits, never consistency).
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 
 # --- Cache and channel layer ------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL")
+REDIS_PREFIX = os.environ.get("REDIS_PREFIX", "")
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
+            "KEY_PREFIX": REDIS_PREFIX,
         }
     }
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": REDIS_PREFIX or "asgi"},
         }
     }
 else:
@@ -145,6 +156,23 @@ CHATAUTH = {
     "ON_MESSAGE": "chatauth.handlers.echo",
     "TRUSTED_PROXIES": ["127.0.0.1", "::1"],
 }
+# OAuth providers, from the environment only: each is on when its client id is set
+# (OAUTH_<ID>_CLIENT_ID / _CLIENT_SECRET, as Chainlit names them): google, github,
+# azure-ad (Microsoft Entra ID, OAUTH_AZURE_AD_TENANT_ID), and any OpenID provider
+# as "oidc" with OAUTH_OIDC_DISCOVERY_URL (its .well-known/openid-configuration).
+CHATAUTH["OAUTH_PROVIDERS"] = {
+    provider: (
+        {"server_metadata_url": os.environ.get("OAUTH_OIDC_DISCOVERY_URL")}
+        if provider == "oidc"
+        else {}
+    )
+    for provider in ("google", "github", "azure-ad", "oidc")
+    if os.environ.get(f"OAUTH_{provider.upper().replace('-', '_')}_CLIENT_ID")
+}
+if os.environ.get("CHATAUTH_COPILOT_TOKEN_LIFETIME"):
+    CHATAUTH["COPILOT_TOKEN_LIFETIME"] = int(
+        os.environ["CHATAUTH_COPILOT_TOKEN_LIFETIME"]
+    )
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -172,6 +200,8 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# The demo under uvicorn (no DEBUG) still serves copilot.js when this is on.
+SERVE_STATIC = env_bool("DJANGO_SERVE_STATIC", DEBUG)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOGGING = {

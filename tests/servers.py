@@ -97,9 +97,12 @@ class Server:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def start_server(env: dict[str, str], tmp_dir: Path, *, timeout: float = 30) -> Server:
-    """Start ``uvicorn project.asgi:application`` and wait until it accepts."""
-    port = free_port()
+def start_server(
+    env: dict[str, str], tmp_dir: Path, *, timeout: float = 30, port: int | None = None
+) -> Server:
+    """Start ``uvicorn project.asgi:application`` and wait until it accepts
+    (on ``port``, e.g. a stopped server's to bring it back, else a free one)."""
+    port = port or free_port()
     log = tmp_dir / f"server-{port}-{uuid.uuid4().hex[:6]}.log"
     handle = log.open("wb")
     process = subprocess.Popen(

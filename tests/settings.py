@@ -1,6 +1,6 @@
 """Test settings: the demo project's, with a fixed secret and cheaper bcrypt.
 
-``DATABASE_URL`` picks the database (SQLite in memory by default; the suite also
+``DATABASE_URL`` picks the database (a temporary SQLite file by default; the suite also
 runs on PostgreSQL), ``REDIS_URL`` the cache and channel layer, as in production.
 """
 
@@ -14,9 +14,21 @@ from project.settings import *  # noqa: E402,F403
 from project.settings import CHATAUTH  # noqa: E402
 
 if not os.environ.get("DATABASE_URL"):
-    DATABASES = {
-        "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+    # A file, not ":memory:": an in-memory database shared between threads
+    # answers concurrent writers with "table is locked" at once (shared-cache
+    # mode ignores the busy timeout), while a file waits for the lock as the
+    # demo's database does.  One file per test process.
+    import tempfile
+
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": os.path.join(tempfile.gettempdir(), f"chatauth-test-{os.getpid()}.db")
     }
+    DATABASES["default"]["NAME"] = DATABASES["default"]["TEST"]["NAME"]  # noqa: F405
+else:
+    # Worker threads (login's bcrypt, averify_token) close their connections only
+    # when obsolete: with a max age they would still be open when pytest-django
+    # drops the test database ("is being accessed by other users").
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
 
 # Still bcrypt (the same code path), with the minimum cost so the suite is fast.
 PASSWORD_HASHERS = ["tests.hashers.FastBCryptSHA256PasswordHasher"]

@@ -11,7 +11,7 @@ from django.db import DatabaseError
 from django.http import HttpRequest
 from drf_spectacular.openapi import AutoSchema
 from rest_framework import exceptions
-from rest_framework.parsers import FormParser, JSONParser
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -31,7 +31,10 @@ class ChatAuthAPIView(APIView):
     permission_classes = [AllowAny]
     throttle_classes: list[type] = []
     renderer_classes = [JSONRenderer]
-    parser_classes = [JSONParser, FormParser]
+    # JSON only (DESIGN.md: "All JSON").  Accepting form posts would let any site
+    # submit a cross-site <form> to auth/login without a CORS preflight and plant
+    # its own account's auth cookie in the victim's browser (login CSRF).
+    parser_classes = [JSONParser]
     schema = AutoSchema()  # drf-spectacular's, whatever DEFAULT_SCHEMA_CLASS says
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
@@ -53,6 +56,8 @@ class ChatAuthAPIView(APIView):
             exc = PayloadTooLarge()
         elif isinstance(exc, UnicodeDecodeError):
             exc = exceptions.ParseError("Request body is not valid UTF-8.")
+        elif isinstance(exc, RecursionError):  # json.loads of "[[[[..." (DRF: 500)
+            exc = exceptions.ParseError("Request body is nested too deeply.")
         elif isinstance(exc, DatabaseError):
             logger.exception("database error in %s", type(self).__name__)
             exc = ServiceUnavailable()

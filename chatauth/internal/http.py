@@ -14,12 +14,26 @@ def client_ip(request: HttpRequest | None) -> str | None:
 
     ``X-Forwarded-For`` is deliberately ignored here: it is set by whoever sends
     the request, so trusting it would let anyone pick the address that throttling
-    and the audit log see.  Behind a proxy, have the proxy set ``REMOTE_ADDR``
-    (uvicorn ``--proxy-headers --forwarded-allow-ips``).
+    and the audit log see.  Behind a proxy, let the server set ``REMOTE_ADDR``
+    from the proxy's header (uvicorn ``--forwarded-allow-ips=<proxy>``) -- except
+    for header login, which must see the proxy itself (see the README).
     """
     if request is None:
         return None
-    return request.META.get("REMOTE_ADDR") or None
+    ip = request.META.get("REMOTE_ADDR") or None
+    # Not an address (a Unix-socket peer, a proxy's "unknown"): None, else the
+    # audit row's GenericIPAddressField raises ValueError on PostgreSQL (a 500).
+    return ip if ip and _is_ip(ip) else None
+
+
+def _is_ip(value: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def user_agent(request: HttpRequest | None) -> str:
@@ -36,7 +50,8 @@ def scope_client(scope: dict[str, Any]) -> tuple[str | None, str]:
         if name == b"user-agent":
             ua = value.decode("latin-1")[:MAX_USER_AGENT]
             break
-    return client[0], ua
+    ip = client[0] if client and isinstance(client[0], str) else None
+    return (ip if ip and _is_ip(ip) else None), ua
 
 
 def is_trusted_proxy(ip: str | None) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from chatauth.models import APIKey
@@ -29,7 +29,8 @@ class Command(BaseCommand):
             if not name or len(name) > 100:
                 raise CommandError("NAME must be 1 to 100 characters.", returncode=2)
             try:
-                _, raw = APIKey.objects.create_key(name)
+                with transaction.atomic():  # a savepoint, also inside a transaction
+                    _, raw = APIKey.objects.create_key(name)
             except IntegrityError as e:
                 raise CommandError(
                     f"An API key named {name!r} exists.", returncode=2

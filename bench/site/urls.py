@@ -1,0 +1,11 @@
+"""The demo's routes plus the baselines (under ``bench/``)."""
+
+from django.urls import path
+
+from bench.site.views import MeNoAuthView
+from project.urls import urlpatterns as project_urlpatterns
+
+urlpatterns = [
+    *project_urlpatterns,
+    path("bench/me-noauth", MeNoAuthView.as_view(), name="bench-me-noauth"),
+]

@@ -1,0 +1,158 @@
+"""Template tags that put the copilot widget on a page.
+
+``{% load chatauth %}`` then:
+
+``{% copilot_widget %}``
+    The widget for ``request.user``, with a copilot token minted for them (tied
+    to their session: it is revoked when they sign out).  Renders nothing for an
+    anonymous visitor unless ``anonymous=True``, which shows a "sign in to chat"
+    launcher instead.  Keyword options: ``server`` (the chat server's base URL;
+    default this site), ``path`` (default ``ws/chat/``), ``title``, ``open``
+    (start with the panel open), ``refresh`` (default True: when the token
+    expires, the widget asks ``POST auth/copilot/token`` for a new one with the
+    session cookie and the CSRF token), ``login_url``, ``nonce`` (a CSP nonce).
+
+    The configuration goes into the page as a ``json_script`` island read by
+    ``copilot.js``, which makes the ``mountChatWidget(...)`` call itself: the page
+    needs no inline script, so it works under ``script-src 'self'``.
+
+``{% copilot_widget chainlit_server="https://chat.example.com" %}``
+    Chainlit's own widget: ``<script src="<server>/copilot/index.js">`` and
+    ``window.mountChainlitWidget({chainlitServer, accessToken})`` with a chatauth
+    token, which a Chainlit app accepts when its ``CHAINLIT_AUTH_SECRET`` is
+    chatauth's secret (Chainlit's copilot set-up, with Django as the host site).
+
+``{% copilot_token as token %}``
+    Just the token ("" for an anonymous visitor), for a page that mounts the
+    widget itself.
+
+Both need ``request`` in the template context
+(``django.template.context_processors.request``).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+from urllib.parse import urlsplit
+
+from django import template
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest
+from django.middleware.csrf import get_token
+from django.templatetags.static import static
+from django.urls import NoReverseMatch, reverse
+from django.utils.http import urlencode
+
+from chatauth import copilot
+from chatauth.adapter import get_adapter
+
+register = template.Library()
+
+
+def _request(context: template.Context) -> HttpRequest:
+    request = context.get("request")
+    if request is None:
+        raise ImproperlyConfigured(
+            "chatauth's template tags need the request in the context: add "
+            "'django.template.context_processors.request' to the template "
+            "engine's context_processors."
+        )
+    return request
+
+
+def _http_url(value: str, option: str) -> str:
+    """``value`` if it is an absolute http(s) URL, without a trailing slash."""
+    parts = urlsplit(str(value).strip())
+    # Only http(s) with a host: never "javascript:", "data:" or a relative path
+    # that the browser would resolve against the host page.
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise template.TemplateSyntaxError(
+            f"copilot_widget: {option} must be an http(s) URL, not {value!r}."
+        )
+    return parts.geturl().rstrip("/")
+
+
+def _login_url(request: HttpRequest, login_url: str | None) -> str | None:
+    url = login_url or django_settings.LOGIN_URL
+    if not url:
+        return None
+    try:
+        url = reverse(url)
+    except NoReverseMatch:
+        pass  # already a path or URL
+    return f"{url}?{urlencode({'next': request.get_full_path()})}"
+
+
+def _token_url() -> str | None:
+    try:
+        return reverse("chatauth:copilot-token")
+    except NoReverseMatch:  # chatauth.urls not mounted under its namespace
+        return None
+
+
+@register.simple_tag(takes_context=True)
+def copilot_token(context: template.Context) -> str:
+    """A copilot token for ``request.user``; "" for an anonymous visitor."""
+    return copilot.token_for_request(_request(context)) or ""
+
+
+@register.inclusion_tag("chatauth/copilot_widget.html", takes_context=True)
+def copilot_widget(
+    context: template.Context,
+    *,
+    server: str | None = None,
+    path: str | None = None,
+    title: str | None = None,
+    open: bool = False,  # the widget's own name for the option
+    refresh: bool = True,
+    anonymous: bool = False,
+    login_url: str | None = None,
+    chainlit_server: str | None = None,
+    nonce: str | None = None,
+) -> dict[str, Any]:
+    """The copilot widget for ``request.user`` (see the module docstring)."""
+    request = _request(context)
+    token = copilot.token_for_request(request)
+    if token is None and not anonymous:
+        return {"widget": None}
+    config_id = "chatauth-copilot-" + secrets.token_hex(6)
+    if chainlit_server is not None:
+        if token is None:  # Chainlit's widget cannot do anything without one
+            return {"widget": None}
+        server_url = _http_url(chainlit_server, "chainlit_server")
+        return {
+            "widget": {
+                "chainlit": True,
+                "config_id": config_id,
+                "config": {"chainlitServer": server_url, "accessToken": token},
+                "src": f"{server_url}/copilot/index.js",
+                "nonce": nonce,
+            }
+        }
+    config: dict[str, Any] = {"accessToken": token, "open": bool(open)}
+    if server:
+        config["server"] = _http_url(server, "server")
+    if path:
+        config["path"] = str(path)
+    if title:
+        config["title"] = str(title)
+    if token is not None:
+        # Shown in the panel's header; json_script keeps any "</script>" in a
+        # display name or metadata value inert (it is escaped to \u003C/script>).
+        config["user"] = get_adapter().user_claims(request.user)
+        if refresh and (token_url := _token_url()):
+            config["tokenUrl"] = token_url
+            config["csrfToken"] = get_token(request)
+    # Offered when there is no user yet, and after a sign-out.
+    config["loginUrl"] = _login_url(request, login_url)
+    return {
+        "widget": {
+            "chainlit": False,
+            "config_id": config_id,
+            "config": config,
+            "src": static("chatauth/copilot.js"),
+            "nonce": nonce,
+        }
+    }

@@ -1,0 +1,134 @@
+"""System checks, in process and as ``manage.py check --deploy`` (demo settings)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from django.test import override_settings
+
+from chatauth import checks
+from tests.servers import ROOT, server_env
+
+LONG_SECRET = "a-long-enough-secret-" + "z" * 40
+
+
+def ids(messages) -> set[str]:
+    return {m.id for m in messages}
+
+
+# --- In process -----------------------------------------------------------------------
+
+
+def test_secret_missing_outside_debug_is_an_error(monkeypatch):
+    monkeypatch.delenv("CHATAUTH_SECRET", raising=False)
+    monkeypatch.delenv("CHAINLIT_AUTH_SECRET", raising=False)
+    with override_settings(DEBUG=False, CHATAUTH={"SECRET": None}):
+        [error] = checks.check_secret()
+        assert error.id == "chatauth.E001" and error.is_serious()
+    with override_settings(DEBUG=True, CHATAUTH={"SECRET": None}):
+        assert checks.check_secret() == []
+
+
+def test_chainlit_secret_is_enough(monkeypatch):
+    monkeypatch.delenv("CHATAUTH_SECRET", raising=False)
+    monkeypatch.setenv("CHAINLIT_AUTH_SECRET", LONG_SECRET)
+    with override_settings(DEBUG=False, CHATAUTH={"SECRET": None}):
+        assert checks.check_secret() == []
+
+
+def test_short_secret_warns():
+    with override_settings(CHATAUTH={"SECRET": "short"}):
+        [warning] = checks.check_secret()
+    assert warning.id == "chatauth.W001" and not warning.is_serious()
+    with override_settings(CHATAUTH={"SECRET": LONG_SECRET}):
+        assert checks.check_secret() == []
+
+
+def test_unsupported_algorithm_is_an_error():
+    with override_settings(CHATAUTH={"SECRET": LONG_SECRET, "ALGORITHM": "RS256"}):
+        assert "chatauth.E002" in ids(checks.check_secret())
+
+
+def test_settings_checks():
+    with override_settings(
+        CHATAUTH={
+            "SECRET": LONG_SECRET,
+            "ACCESS_LIFETIME": 5,  # a typo
+            "ADAPTER": "no.such.Adapter",
+            "ALLOW_QUERY_STRING_TOKEN": True,
+            "TRUSTED_PROXIES": ["10.0.0.0/8", "not-an-ip"],
+        },
+        PASSWORD_HASHERS=["django.contrib.auth.hashers.PBKDF2PasswordHasher"],
+    ):
+        found = checks.check_settings()
+    assert ids(found) == {
+        "chatauth.W002",
+        "chatauth.E003",
+        "chatauth.W003",
+        "chatauth.E004",
+        "chatauth.W004",
+    }
+    assert any("ACCESS_LIFETIME" in m.msg for m in found)
+    assert any("not-an-ip" in m.msg for m in found)
+
+
+def test_test_settings_are_clean():
+    assert ids(checks.check_settings()) == set()
+    assert ids(checks.check_secret()) == set()
+
+
+def test_deploy_warnings_for_local_cache_and_layer():
+    assert ids(checks.check_deploy()) == {"chatauth.W005", "chatauth.W006"}
+    with override_settings(CHATAUTH={"AUTH_COOKIE_SECURE": False}):
+        assert "chatauth.W007" in ids(checks.check_deploy())
+
+
+# --- manage.py check --deploy with the demo's production settings ---------------------
+
+
+def check_deploy(**env: str) -> subprocess.CompletedProcess:
+    """Run it as a deployment would: DEBUG off, secrets only from ``env``."""
+    environment = server_env(DJANGO_DEBUG="0")
+    for name in ("DJANGO_SECURE_COOKIES", "CHATAUTH_SECRET", "CHAINLIT_AUTH_SECRET"):
+        environment.pop(name, None)
+    environment.update({k: v for k, v in env.items() if v is not None})
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_deploy_passes_with_a_secret():
+    result = check_deploy(CHATAUTH_SECRET=LONG_SECRET)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "chatauth.E001" not in output
+    assert "chatauth.W001" not in output
+
+
+def test_check_deploy_fails_without_a_secret():
+    result = check_deploy(CHATAUTH_SECRET=None)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "chatauth.E001" in output
+
+
+@pytest.mark.parametrize("variable", ["CHAINLIT_AUTH_SECRET"])
+def test_check_deploy_accepts_the_chainlit_variable(variable):
+    result = check_deploy(CHATAUTH_SECRET=None, **{variable: LONG_SECRET})
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "chatauth.E001" not in output
+
+
+def test_check_deploy_warns_on_a_short_secret():
+    result = check_deploy(CHATAUTH_SECRET="too-short")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "chatauth.W001" in output

@@ -1,0 +1,257 @@
+"""Server-side revocation: the denylist, logout everywhere, cache and database."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.core.cache import caches
+from django.test import override_settings
+from django.utils import timezone
+
+from chatauth import revocation, signals, tokens
+from chatauth.constants import token_group, user_group
+from chatauth.exceptions import TokenError, TokenRevoked
+from chatauth.models import Profile, RevokedToken
+
+pytestmark = pytest.mark.django_db
+
+
+def test_revoke_token_once(user):
+    pair = tokens.issue_pair(user)
+    verified = tokens.verify_token(str(pair.access))
+    assert revocation.revoke_token(verified, reason="test") is True
+    assert revocation.revoke_token(verified, reason="test") is False
+    row = RevokedToken.objects.get()
+    assert row.key == pair.access["jti"]
+    assert (row.user_id, row.token_type, row.reason) == (user.pk, "access", "test")
+    # Kept until the token could no longer be accepted anyway.
+    assert row.expires_at >= timezone.now() + timedelta(minutes=14)
+    with pytest.raises(TokenRevoked):
+        tokens.verify_token(str(pair.access))
+    # The refresh token of the same pair is another token.
+    assert tokens.verify_token(str(pair.refresh), expected={"refresh"})
+
+
+def test_database_is_the_source_of_truth(user):
+    raw = str(tokens.issue_pair(user).access)
+    revocation.revoke_token(tokens.verify_token(raw))
+    caches["default"].clear()  # a cache flush (or a cold Redis) forgets nothing
+    with pytest.raises(TokenRevoked):
+        tokens.verify_token(raw)
+
+
+def test_a_cached_pass_does_not_outlive_a_revocation(user):
+    raw = str(tokens.issue_pair(user).access)
+    verified = tokens.verify_token(raw)  # caches "not revoked"
+    tokens.verify_token(raw)
+    revocation.revoke_token(verified)
+    with pytest.raises(TokenRevoked):
+        tokens.verify_token(raw)
+
+
+GATED = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "gated": {
+        "BACKEND": "tests.caches.GatedLocMemCache",
+        "LOCATION": "gated-revocation",
+    },
+}
+
+
+def check_paused_before_caching(
+    raw: str, kind: str, revoke, refused: type[TokenError] = TokenRevoked
+) -> None:
+    """Run a check that has read the database and is about to cache what it read
+    (a ``kind`` entry); revoke meanwhile; then let the check finish."""
+    from tests.caches import GatedLocMemCache
+
+    reached, go = threading.Event(), threading.Event()
+    worker = threading.current_thread()
+
+    def gate(operation, key, value):
+        if threading.current_thread() is not worker and f":{kind}:" in key:
+            reached.set()
+            assert go.wait(10)
+
+    results = []
+
+    def check():
+        try:
+            results.append(tokens.verify_token(raw))
+        except TokenError as e:
+            results.append(e)
+        finally:
+            from django.db import connection
+
+            connection.close()
+
+    with override_settings(CACHES=GATED, CHATAUTH={"CACHE_ALIAS": "gated"}):
+        caches["gated"].clear()
+        GatedLocMemCache.gate = gate
+        try:
+            thread = threading.Thread(target=check)
+            thread.start()
+            assert reached.wait(10)
+            revoke()  # on "another worker", while the check holds a stale answer
+            go.set()
+            thread.join(10)
+        finally:
+            GatedLocMemCache.gate = None
+        assert not thread.is_alive()
+        assert not isinstance(results[0], TokenError)  # it began before the revocation
+        with pytest.raises(refused):
+            tokens.verify_token(raw)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_check_cannot_undo_a_token_revocation(user):
+    raw = str(tokens.issue_pair(user).access)
+    claims = tokens.decode(raw)
+    verified = tokens.classify(claims, raw)
+    check_paused_before_caching(raw, "deny", lambda: revocation.revoke_token(verified))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_check_cannot_undo_a_logout_everywhere(user):
+    raw = str(tokens.issue_pair(user).access)
+    check_paused_before_caching(raw, "user", lambda: revocation.revoke_user(user))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_check_cannot_undo_a_deactivation(user):
+    raw = str(tokens.issue_pair(user).access)
+
+    def deactivate():
+        user.is_active = False
+        user.save()
+
+    check_paused_before_caching(raw, "user", deactivate, refused=TokenError)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_check_cannot_undo_a_deletion(user):
+    raw = str(tokens.issue_pair(user).access)
+    check_paused_before_caching(raw, "user", user.delete, refused=TokenError)
+
+
+def test_cache_outage_fails_closed(user):
+    raw = str(tokens.issue_pair(user).access)
+    revocation.revoke_token(tokens.verify_token(raw))
+    broken = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "down": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1
+        },
+    }
+    with override_settings(CACHES=broken, CHATAUTH={"CACHE_ALIAS": "down"}):
+        with pytest.raises(TokenRevoked):
+            tokens.verify_token(raw)
+        fresh = str(tokens.issue_pair(user).access)
+        assert tokens.verify_token(fresh).identifier == "alice"
+
+
+def test_revoke_user_refuses_every_earlier_token(user, make_user):
+    bob = make_user("bob")
+    earlier = [str(tokens.issue_pair(user).access) for _ in range(3)]
+    earlier.append(str(tokens.issue_pair(user).refresh))
+    earlier.append(str(tokens.issue_copilot_token(user)))
+    bobs = str(tokens.issue_pair(bob).access)
+    for raw in earlier:
+        tokens.verify_token(raw, expected={"access", "refresh", "copilot"})
+    revocation.revoke_user(user)
+    for raw in earlier:
+        with pytest.raises(TokenRevoked):
+            tokens.verify_token(raw, expected={"access", "refresh", "copilot"})
+    assert tokens.verify_token(bobs).identifier == "bob"
+    time.sleep(0.002)  # past the not-before instant (millisecond resolution)
+    after = str(tokens.issue_pair(user).access)
+    assert tokens.verify_token(after).identifier == "alice"
+    assert Profile.objects.get(user=user).tokens_not_before is not None
+
+
+def test_revoke_user_refuses_chainlit_tokens(user):
+    from tests.conftest import chainlit_token
+
+    raw = chainlit_token("alice")
+    assert tokens.verify_token(raw).user_pk == user.pk
+    revocation.revoke_user(user)
+    with pytest.raises(TokenRevoked):
+        tokens.verify_token(raw)
+
+
+def test_profile_changes_are_seen_at_once(user):
+    raw = str(tokens.issue_pair(user).access)
+    tokens.verify_token(raw)  # user state cached
+    Profile.objects.update_or_create(
+        user=user, defaults={"tokens_not_before": timezone.now() + timedelta(seconds=1)}
+    )
+    with pytest.raises(TokenRevoked):
+        tokens.verify_token(raw)
+
+
+def test_deactivation_and_reactivation(user):
+    raw = str(tokens.issue_pair(user).access)
+    tokens.verify_token(raw)
+    user.is_active = False
+    user.save()
+    with pytest.raises(TokenError) as excinfo:
+        tokens.verify_token(raw)
+    assert excinfo.value.code == "user_inactive"
+    user.is_active = True
+    user.save()
+    assert tokens.verify_token(raw).identifier == "alice"
+
+
+def test_signals_sent(user):
+    seen = []
+
+    def on_token(sender, token, reason, user_pk, **kwargs):
+        seen.append(("token", token.key, reason, str(user_pk)))
+
+    def on_user(sender, user, reason, **kwargs):
+        seen.append(("user", user.pk, reason))
+
+    signals.token_revoked.connect(on_token)
+    signals.user_tokens_revoked.connect(on_user)
+    try:
+        verified = tokens.verify_token(str(tokens.issue_pair(user).access))
+        revocation.revoke_token(verified, reason="r1")
+        revocation.revoke_token(verified, reason="r1")  # no second signal
+        revocation.revoke_user(user, reason="r2")
+    finally:
+        signals.token_revoked.disconnect(on_token)
+        signals.user_tokens_revoked.disconnect(on_user)
+    assert seen == [
+        ("token", verified.key, "r1", str(user.pk)),
+        ("user", user.pk, "r2"),
+    ]
+
+
+def test_live_sessions_are_told(user):
+    """Revocations reach the channel-layer groups of the token and the user."""
+    layer = get_channel_layer()
+    token_channel = async_to_sync(layer.new_channel)()
+    user_channel = async_to_sync(layer.new_channel)()
+    verified = tokens.verify_token(str(tokens.issue_pair(user).access))
+    async_to_sync(layer.group_add)(token_group(verified.key), token_channel)
+    async_to_sync(layer.group_add)(user_group(user.pk), user_channel)
+
+    revocation.revoke_token(verified, reason="logout")
+    message = async_to_sync(layer.receive)(token_channel)
+    assert message == {"type": "chatauth.revoked", "reason": "logout", "code": 4410}
+
+    revocation.revoke_user(user, reason="logout_everywhere")
+    message = async_to_sync(layer.receive)(user_channel)
+    assert message["type"] == "chatauth.revoked"
+    assert (message["reason"], message["code"]) == ("logout_everywhere", 4410)
+
+    user.is_active = False
+    user.save()
+    message = async_to_sync(layer.receive)(user_channel)
+    assert message["reason"] == "deactivated"
