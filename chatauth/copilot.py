@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.signals import user_logged_out
 from django.dispatch import receiver
 from django.http import HttpRequest
@@ -124,11 +125,29 @@ def token_for_request(request: HttpRequest) -> str | None:
         return None
     if not get_adapter().can_authenticate(user):
         return None
+    if not session_is_current(request):
+        return None
     if hasattr(request, "session"):
         current = _state(request)["current"]
         if _reusable(current, user):
             return current
     return mint_for_session(request, user)
+
+
+def session_is_current(request: HttpRequest) -> bool:
+    """False when ``request``'s Django session predates a logout-everywhere of
+    its user: the session is then ended here (flushed), as if logged out."""
+    session = getattr(request, "session", None)
+    user = getattr(request, "user", None)
+    if session is None or user is None or not user.is_authenticated:
+        return True
+    try:
+        revocation.check_session(user.pk, session)
+    except TokenError:
+        session.flush()
+        request.user = AnonymousUser()
+        return False
+    return True
 
 
 def revoke_session_tokens(request: HttpRequest, *, reason: str = "logout") -> int:

@@ -159,6 +159,7 @@ def session_identity(session_key: str) -> VerifiedToken:
 
     from django.contrib.auth import get_user
 
+    from chatauth import revocation
     from chatauth.adapter import get_adapter
     from chatauth.views import session_key_id
 
@@ -169,6 +170,8 @@ def session_identity(session_key: str) -> VerifiedToken:
     adapter = get_adapter()
     if not user.is_authenticated or not adapter.can_authenticate(user):
         raise TokenError("Not logged in.", code="not_authenticated")
+    # Logged out everywhere since this session logged in: refused (4410).
+    revocation.check_session(user.pk, store)
     claims = adapter.user_claims(user)
     claims["user_id"] = str(user.pk)
     key = store.session_key or session_key

@@ -21,7 +21,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.contrib.auth import get_user_model
+from django.contrib.auth import SESSION_KEY, get_user_model
+from django.contrib.auth.signals import user_logged_in
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models.signals import post_delete, post_save
@@ -145,19 +146,57 @@ def check(verified: VerifiedToken) -> VerifiedToken:
     if denied:
         raise TokenRevoked()
 
-    state = cached.get(user_key, _MISSING)
+    _check_user(verified.user_pk, verified.issued_at, cached.get(user_key, _MISSING))
+    return verified
+
+
+def _check_user(user_pk: Any, issued_at: float, state: Any = _MISSING) -> None:
     if state is _MISSING:
-        state = _load_user_state(verified.user_pk)
+        key = _k("user", user_pk)
+        state = _cache_get_many([key]).get(key, _MISSING)
+    if state is _MISSING:
+        state = _load_user_state(user_pk)
         ttl = settings.DENYLIST_CACHE_TTL.total_seconds()
-        _cache_set(user_key, state, ttl, only_if_absent=True)  # see invalidate_user
+        _cache_set(_k("user", user_pk), state, ttl, only_if_absent=True)
     if state == GONE:
         raise TokenError("User not found.", code="user_not_found")
     active, not_before = state
     if not active:
         raise TokenError("User is inactive.", code="user_inactive")
-    if verified.issued_at <= not_before:
+    if issued_at <= not_before:
         raise TokenRevoked()
-    return verified
+
+
+# --- Django sessions ----------------------------------------------------------
+
+#: When the session's user logged in (``time.time()``), set at ``login()``.
+SESSION_AUTH_AT = "_chatauth_auth_at"
+
+
+def session_auth_time(session: Any) -> float:
+    """When ``session``'s user logged in; 1.0 for a session older than chatauth's
+    stamp (so it survives until the user is logged out everywhere)."""
+    value = session.get(SESSION_AUTH_AT)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 1.0
+    return float(value)
+
+
+def check_session(user_pk: Any, session: Any) -> None:
+    """Refuse a Django session whose user was logged out everywhere (or
+    deactivated, or deleted) after it logged in: "everywhere" includes the web
+    sessions that mint copilot tokens and open chat sockets, not only JWTs.
+    Raises like :func:`check`."""
+    _check_user(user_pk, session_auth_time(session))
+
+
+@receiver(user_logged_in)
+def _stamp_session(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    session = getattr(request, "session", None)
+    # Only a session that ``login()`` tied to this user (not an API login's
+    # request, whose session nobody keeps).
+    if session is not None and str(session.get(SESSION_KEY)) == str(user.pk):
+        session[SESSION_AUTH_AT] = time.time()
 
 
 # --- Writing -----------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -18,6 +19,7 @@ from django.contrib.auth.signals import (
 )
 from django.db import transaction
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.decorators import method_decorator
 from drf_spectacular.renderers import OpenApiJsonRenderer
 from drf_spectacular.utils import extend_schema
@@ -387,7 +389,11 @@ class CopilotTokenView(ChatAuthAPIView):
             except HookError as e:
                 raise BadRequest(e.detail) from e
             method = Method.API_KEY
-        elif request.user and request.user.is_authenticated:
+        elif (
+            request.user
+            and request.user.is_authenticated
+            and copilot.session_is_current(request._request)
+        ):
             user, method = request.user, Method.SESSION
         else:
             raise exceptions.NotAuthenticated()
@@ -425,8 +431,15 @@ class SessionListView(ChatAuthAPIView):
     )
     def get(self, request: Request) -> Response:
         current = request.auth.key if isinstance(request.user, TokenUser) else None
+        # A session whose worker missed three heartbeats is gone (killed worker)
+        # even before ``chatauth_prune`` marks its row closed.
+        alive_after = timezone.now() - timedelta(
+            seconds=3 * settings.HEARTBEAT_INTERVAL
+        )
         rows = ChatSession.objects.filter(
-            user_id=request.user.pk, closed_at__isnull=True
+            user_id=request.user.pk,
+            closed_at__isnull=True,
+            last_seen_at__gte=alive_after,
         ).order_by("-opened_at")[:500]
         return Response(
             [
