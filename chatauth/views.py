@@ -312,9 +312,7 @@ class LogoutView(ChatAuthAPIView):
     @extend_schema(
         request=LogoutSerializer,
         # 400/413: a malformed or oversized body (found by schemathesis).
-        responses={
-            code: DetailSerializer for code in (200, 400, 401, 413)
-        },
+        responses={code: DetailSerializer for code in (200, 400, 401, 413)},
         summary="Log out (this token, or everywhere)",
     )
     def post(self, request: Request) -> Response:
