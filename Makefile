@@ -7,7 +7,10 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 # Tests that run their own servers on their own databases: the PostgreSQL pass
 # would only repeat them.
-OWN_SERVER_TESTS := tests/test_widget_browser.py tests/test_chainlit_compat.py
+OWN_SERVER_TESTS := tests/test_widget_browser.py tests/test_chainlit_compat.py \
+	tests/security/test_schemathesis.py tests/security/test_bruteforce.py \
+	tests/security/test_secrets_leak.py tests/security/test_faults.py \
+	tests/security/test_static.py
 
 .PHONY: demo test lint format bench install clean
 
@@ -27,10 +30,12 @@ demo: install
 	DJANGO_DEBUG=1 $(BIN)/python manage.py demo_user
 	DJANGO_DEBUG=1 $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
-## test: lint, then the whole suite on SQLite and on PostgreSQL
+## test: lint and static checks, then the whole suite on SQLite and on PostgreSQL
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/bandit -q -c pyproject.toml -r chatauth
+	$(BIN)/python -m tests.security.audit_dependencies
 	$(BIN)/python -m pytest
 	@if [ "$$CHATAUTH_REQUIRE_SERVICES" = "1" ] || pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then \
 		echo "== the suite again on PostgreSQL =="; \

@@ -10,12 +10,16 @@ failure, and ``Retry-After`` says when the window ends.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 from dataclasses import dataclass
 
 from chatauth.conf import settings
+from chatauth.exceptions import ServiceUnavailable
 from chatauth.internal.cache import get_cache
+
+logger = logging.getLogger("chatauth.throttling")
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,19 @@ def _scopes(username: str, ip: str | None) -> list[str]:
 
 
 def reserve(username: str, ip: str | None) -> Reservation:
-    """Count one attempt against each scope; ``allowed`` is False past the limit."""
+    """Count one attempt against each scope; ``allowed`` is False past the limit.
+
+    Without its cache (Redis down) the count is unknown: a clean 503, never a
+    500 and never an unthrottled password check (fail closed).
+    """
+    try:
+        return _reserve(username, ip)
+    except Exception as e:  # the backend's own errors (redis.ConnectionError, ...)
+        logger.warning("cache unavailable; refusing a login it cannot throttle")
+        raise ServiceUnavailable() from e
+
+
+def _reserve(username: str, ip: str | None) -> Reservation:
     cache = get_cache()
     window = settings.LOGIN_FAILURE_WINDOW.total_seconds()
     limit = settings.LOGIN_FAILURE_LIMIT
@@ -68,6 +84,8 @@ def release(reservation: Reservation) -> None:
             cache.decr(key)
         except ValueError:
             pass
+        except Exception:  # cache down: the login succeeded all the same
+            logger.warning("cache unavailable; a login's attempt not given back")
 
 
 def reset(username: str, ip: str | None = None) -> None:
