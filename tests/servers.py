@@ -69,6 +69,18 @@ def manage(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
+def create_users(
+    env: dict[str, str], *users: tuple[str, str], admin: bool = False
+) -> None:
+    """Create ``(username, password)`` users in the database of ``env`` (the last
+    one a superuser when ``admin``), through the server's own ``manage.py``."""
+    lines = ["from django.contrib.auth import get_user_model as m"]
+    for i, (username, password) in enumerate(users):
+        make = "create_superuser" if admin and i == len(users) - 1 else "create_user"
+        lines.append(f"m().objects.{make}({username!r}, password={password!r})")
+    manage(env, "shell", "-c", "; ".join(lines))
+
+
 @dataclass
 class Server:
     port: int

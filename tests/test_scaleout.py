@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import PASSWORD, require_service
-from tests.servers import manage, migrate, server_env, start_server
+from tests.servers import create_users, migrate, server_env, start_server
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -46,13 +46,7 @@ def two_servers(tmp_path_factory):
             REDIS_PREFIX=f"chatauth-test-{uuid.uuid4().hex[:12]}",
         )
         migrate(env)
-        manage(
-            env,
-            "shell",
-            "-c",
-            "from django.contrib.auth import get_user_model as m; "
-            f"m().objects.create_user('alice', password={PASSWORD!r})",
-        )
+        create_users(env, ("alice", PASSWORD))
         tmp = tmp_path_factory.mktemp("scaleout")
         servers.append(start_server(env, tmp))
         servers.append(start_server(env, tmp))

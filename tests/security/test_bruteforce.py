@@ -29,7 +29,7 @@ import pytest
 from django.utils import crypto
 
 from tests.conftest import PASSWORD
-from tests.servers import manage, migrate, server_env, start_server
+from tests.servers import create_users, migrate, server_env, start_server
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -47,13 +47,7 @@ def make_server(tmp_path_factory, name: str, **env):
         **env,
     )
     migrate(env)
-    manage(
-        env,
-        "shell",
-        "-c",
-        "from django.contrib.auth import get_user_model as m; "
-        f"m().objects.create_user('alice', password={PASSWORD!r})",
-    )
+    create_users(env, ("alice", PASSWORD))
     return start_server(env, tmp), db
 
 

@@ -31,7 +31,14 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import PASSWORD, require_service
-from tests.servers import free_port, manage, migrate, server_env, start_server
+from tests.servers import (
+    create_users,
+    free_port,
+    manage,
+    migrate,
+    server_env,
+    start_server,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -46,13 +53,7 @@ def env_for(database_url: str, **extra: str) -> dict[str, str]:
         **extra,
     )
     migrate(env)
-    manage(
-        env,
-        "shell",
-        "-c",
-        "from django.contrib.auth import get_user_model as m; "
-        f"m().objects.create_user('alice', password={PASSWORD!r})",
-    )
+    create_users(env, ("alice", PASSWORD))
     return env
 
 

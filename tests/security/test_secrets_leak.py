@@ -30,7 +30,14 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import PASSWORD
-from tests.servers import SECRET, manage, migrate, server_env, start_server
+from tests.servers import (
+    SECRET,
+    create_users,
+    manage,
+    migrate,
+    server_env,
+    start_server,
+)
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -221,14 +228,7 @@ def leak_server(tmp_path_factory):
         CHATAUTH_TEST_LOG_FILE=str(log),
     )
     migrate(env)
-    manage(
-        env,
-        "shell",
-        "-c",
-        "from django.contrib.auth import get_user_model as m; "
-        f"m().objects.create_user('alice', password={PASSWORD!r}); "
-        f"m().objects.create_superuser('root', password={ADMIN_PASSWORD!r})",
-    )
+    create_users(env, ("alice", PASSWORD), ("root", ADMIN_PASSWORD), admin=True)
     api_key = manage(env, "chatauth_apikey", "create", "leaks").strip()
     server = start_server(env, tmp)
     yield server, db, log, api_key
