@@ -18,7 +18,14 @@ line is the title) and ``run(quick: bool) -> list[bench.measure.Row]``, then add
   consumer: the baseline of the WebSocket measures.
 """
 
-#: Run in this order by ``python -m bench``.  The WebSocket benchmarks of issue 7
-#: (``ws_connect``: connect + first message + close vs the bare consumer;
-#: ``ws_logout``: logout → close frame across two processes with Redis) go here.
-BENCHMARKS: tuple[str, ...] = ("verify", "http_me", "login")
+#: Run in this order by ``python -m bench``.
+BENCHMARKS: tuple[str, ...] = (
+    "verify",
+    "http_me",
+    "login",
+    "ws_connect",
+    "ws_logout",
+    "ws_memory",
+)
+#: Run only when asked for (``--soak``, or ``--only soak``): ten minutes long.
+ON_REQUEST: tuple[str, ...] = ("soak",)

@@ -1,5 +1,5 @@
-"""``python -m bench [--only NAME] [--quick]``: run the benchmarks, print one
-table, write it to ``bench/results/<UTC timestamp>.json``.
+"""``python -m bench [--only NAME] [--quick] [--soak [--soak-minutes N]]``: run
+the benchmarks, print one table, write it to ``bench/results/<UTC timestamp>.json``.
 
 Exit status 0 when every target is met, 1 when one is missed or a benchmark
 crashed, 2 for a bad command line.
@@ -15,7 +15,7 @@ import time
 import traceback
 from datetime import UTC, datetime
 
-from bench import BENCHMARKS
+from bench import BENCHMARKS, ON_REQUEST
 from bench.measure import Row
 from bench.report import table, write_json
 from bench.servers import close_workspace
@@ -38,12 +38,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-save", action="store_true", help="do not write bench/results/*.json"
     )
     parser.add_argument("--list", action="store_true", help="list the benchmarks")
+    parser.add_argument(
+        "--soak",
+        action="store_true",
+        help=f"also run the soak test ({', '.join(ON_REQUEST)}; not run by default)",
+    )
+    parser.add_argument(
+        "--soak-minutes",
+        type=float,
+        default=None,
+        metavar="N",
+        help="how long the soak test runs (default 10; 0.5 with --quick)",
+    )
     args = parser.parse_args(argv)
     names = [n.strip() for item in args.only or [] for n in item.split(",")]
-    unknown = [n for n in names if n not in BENCHMARKS]
+    known = (*BENCHMARKS, *ON_REQUEST)
+    unknown = [n for n in names if n not in known]
     if unknown:
-        parser.error(f"unknown benchmark {unknown[0]!r}; choose from {BENCHMARKS}")
-    args.names = [n for n in BENCHMARKS if n in names] if names else list(BENCHMARKS)
+        parser.error(f"unknown benchmark {unknown[0]!r}; choose from {known}")
+    if args.soak_minutes is not None and not 0 < args.soak_minutes <= 24 * 60:
+        parser.error("--soak-minutes must be more than 0 and at most a day")
+    if args.soak and not names:
+        names = list(known)
+    elif args.soak:
+        names.extend(ON_REQUEST)
+    args.names = [n for n in known if n in names] if names else list(BENCHMARKS)
     return args
 
 
@@ -79,10 +98,13 @@ def run_one(name: str, quick: bool) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list:
-        for name in BENCHMARKS:
+        for name in (*BENCHMARKS, *ON_REQUEST):
             module = importlib.import_module(f"bench.{name}")
             print(f"{name:12} {title(module)}")
         return 0
+    if "soak" in args.names:
+        soak = importlib.import_module("bench.soak")
+        soak.MINUTES = args.soak_minutes or (0.5 if args.quick else soak.MINUTES)
     started = datetime.now(UTC)
     rows: list[Row] = []
     try:

@@ -21,9 +21,11 @@ from django.contrib.auth.signals import (
 )
 from django.db import DatabaseError, transaction
 from django.dispatch import receiver
+from django.utils import timezone
 
 from chatauth import signals
 from chatauth.constants import Method
+from chatauth.internal import bulk
 from chatauth.internal.http import client_ip, scope_client, user_agent
 from chatauth.models import AuditEvent
 
@@ -182,27 +184,38 @@ def _refused(sender: Any, event: str, **kw: Any) -> None:
 
 # --- Chat sessions: written in batches by the live-session writer -----------------
 
-_collector: ContextVar[list[AuditEvent] | None] = ContextVar(
+
+class _Batch(list[dict[str, Any]]):
+    """The rows collected by :func:`collected`, stamped with one time: the
+    moment the batch is recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at = timezone.now()
+
+
+_collector: ContextVar[_Batch | None] = ContextVar(
     "chatauth_audit_collector", default=None
 )
 
 
 @contextmanager
-def collected() -> Iterator[list[AuditEvent]]:
+def collected() -> Iterator[list[dict[str, Any]]]:
     """Collect the chat-session events sent inside the block and write them with
-    one bulk INSERT at its end (the caller's transaction, if any, holds both).
+    one multi-row INSERT at its end (the caller's transaction, if any, holds
+    both); the list holds each row's field values.
 
     The live-session writer records hundreds of sessions per commit; one INSERT
     (and savepoint) per event would cost more than the sessions themselves.
     """
-    rows: list[AuditEvent] = []
+    rows = _Batch()
     token = _collector.set(rows)
     try:
         yield rows
     finally:
         _collector.reset(token)
     if rows:
-        AuditEvent.objects.bulk_create(rows)
+        bulk.insert_rows(AuditEvent, rows)
 
 
 def _session_event(
@@ -222,18 +235,22 @@ def _session_event(
             token_id=session.token_key,
         )
         return
-    ip, ua = scope_client(scope) if scope is not None else (None, "")
+    # The session row holds the client's address and agent already, taken from
+    # this same scope when the socket opened: no second parse of its headers.
+    ip, ua = session.ip, session.user_agent
     batch.append(
-        AuditEvent(
-            event=event,
-            user_id=session.user_id,
-            identifier=identifier[:255],
-            method=Method.WEBSOCKET,
-            reason=reason[:64],
-            ip=ip,
-            user_agent=ua,
-            token_id=session.token_key[:80],
-        )
+        {
+            "event": event,
+            "user_id": session.user_id,
+            "identifier": identifier[:255],
+            "method": Method.WEBSOCKET,
+            "success": True,
+            "reason": reason[:64],
+            "ip": ip,
+            "user_agent": ua,
+            "token_id": session.token_key[:80],
+            "created_at": batch.at,
+        }
     )
 
 

@@ -37,6 +37,8 @@ import time
 import uuid
 import weakref
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
@@ -46,7 +48,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_out
-from django.db import DatabaseError, close_old_connections, transaction
+from django.db import DatabaseError, close_old_connections, connections, transaction
 from django.utils import timezone
 
 from chatauth import hooks, revocation, signals
@@ -60,6 +62,8 @@ from chatauth.constants import (
 )
 from chatauth.context import activate, reset
 from chatauth.exceptions import TokenError
+from chatauth.internal import bulk
+from chatauth.internal.cache import is_local as is_local_cache
 from chatauth.internal.calls import acall, call
 from chatauth.internal.http import scope_client
 from chatauth.middleware import SESSION_TOKEN_TYPE, SocketAuth
@@ -76,6 +80,10 @@ GROUP_REFRESH = 6 * 3600
 def worker_id() -> str:
     """``hostname:pid`` of this process (read per call: workers are forked)."""
     return f"{_HOSTNAME}:{os.getpid()}"[:64]
+
+
+#: :meth:`ChatConsumer._check_again_here` could not decide without I/O.
+_UNDECIDED = object()
 
 
 class SessionClosed(Exception):
@@ -108,6 +116,31 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # --- Channels plumbing ----------------------------------------------------------
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception:
+            if self.gone:
+                raise
+            # Channels' loop ends at the first error of the channel layer (Redis
+            # down) and the server would drop the TCP connection with no close
+            # frame and no row closed.  Without the layer no revocation can reach
+            # this socket, so it must not stay open: close with 1011 (RFC 6455:
+            # an unexpected condition; clients reconnect) and record the end.
+            logger.warning("chat session lost its channel layer", exc_info=True)
+            await self._abort(1011)
+
+    async def _abort(self, code: int) -> None:
+        self.groups = []  # the layer is gone: nothing to leave
+        if not self.gone:
+            with contextlib.suppress(Exception):
+                await self.close(code=code)
+        self.close_code = self.close_code or code
+        with contextlib.suppress(StopConsumer):
+            await self.websocket_disconnect(
+                {"type": "websocket.disconnect", "code": code}
+            )
+
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels' dispatch() runs close_old_connections() in a thread before
         # every frame.  Every ORM call here goes through database_sync_to_async,
@@ -132,14 +165,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Join before anything else: a revocation sent from now on reaches this
         # socket; one sent between the middleware's check and here is caught by
         # the second check below.
-        self.groups = [user_group(verified.user_pk), token_group(verified.key)]
-        for group in self.groups:
-            await self.channel_layer.group_add(group, self.channel_name)
+        groups = [user_group(verified.user_pk), token_group(verified.key)]
+        try:
+            for group in groups:
+                await self.channel_layer.group_add(group, self.channel_name)
+                self.groups.append(group)
+        except Exception:
+            # No channel layer (Redis down): a session nothing could revoke must
+            # not open.  Accept first so the client sees 1011 ("try again"),
+            # not a refused handshake that reads like "forbidden".
+            logger.warning("chat session refused: channel layer down", exc_info=True)
+            self.groups = []
+            await self.accept(auth.subprotocol)
+            await self.close(code=1011)
+            return
         self.groups_joined_at = time.monotonic()
         await self.accept(auth.subprotocol)
-        # Handlers wait for the second check, which runs while the client reads
-        # the session message: nothing runs for a token revoked in between.
-        self._checked = asyncio.ensure_future(self._check_again())
+        refused = self._check_again_here()
+        if refused is _UNDECIDED:
+            # Handlers wait for the second check, which runs while the client
+            # reads the session message: nothing runs for a token revoked in
+            # between.
+            self._checked = asyncio.ensure_future(self._check_again())
         self._arm_expiry(verified.expires_at)
         user = verified.user_dict()
         self.user_session = {
@@ -162,6 +209,23 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._send_json(
             {"type": "session", "session_id": str(self.session_id), "user": user}
         )
+        if refused is not None and refused is not _UNDECIDED:
+            await self._close(refused)
+
+    def _check_again_here(self) -> int | object | None:
+        """The second check on the loop, when the cache alone can decide it (a
+        local-memory cache: no I/O).  None if still valid, the close code if
+        not, ``_UNDECIDED`` when it needs a worker thread (:meth:`_check_again`)."""
+        verified = self.auth.token
+        if verified.token_type == SESSION_TOKEN_TYPE or not is_local_cache():
+            return _UNDECIDED
+        try:
+            revocation.check(verified, cache_only=True)
+        except revocation.NeedsDatabase:
+            return _UNDECIDED
+        except TokenError as e:
+            return CLOSE_CODE_FOR.get(e.code, CloseCode.UNAUTHORIZED)
+        return None
 
     async def _check_again(self) -> None:
         try:
@@ -386,7 +450,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 task.cancel()
                 await _settle(task)
         for group in self.groups:
-            await self.channel_layer.group_discard(group, self.channel_name)
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception:  # layer down: its memberships expire on their own
+                logger.warning("could not leave group %s", group)
+                break
         if self.row is not None:
             # Returns once the row is closed: the session ends recorded.
             await registry().closed(self, int(code))
@@ -440,11 +508,12 @@ class Registry:
 
     Session rows (and their audit events) are written by one task, in batches of
     one transaction each: a session opened is written within ``FLUSH_DELAY``
-    seconds, together with every other session opened or closed meanwhile, and
-    a session opened and closed within that time is written once, already
-    closed.  A commit per session would cost more than the whole rest of a
-    short session (an fsync each, on SQLite); batched, thousands of sessions a
-    second cost a few commits.  Nothing waits for the opening write (revocation
+    seconds (``MIN_FLUSH_INTERVAL`` after the previous batch, under load),
+    together with every other session opened or closed meanwhile, and a session
+    opened and closed within that time is written once, already closed.  A
+    commit per session would cost more than the whole rest of a short session
+    (an fsync each, on SQLite); batched, thousands of sessions a second cost a
+    few commits.  Nothing waits for the opening write (revocation
     does not need the row: the socket is in its groups already); a closing
     consumer waits until its row says so.
 
@@ -456,6 +525,11 @@ class Registry:
     BATCH = 500
     #: How long a write may wait for others to share its commit.
     FLUSH_DELAY = 0.05
+    #: Under load, commits are at least this far apart: the cost of a commit
+    #: (and of the UPDATE closing rows written by the previous one) is per
+    #: batch, so fewer, fuller batches cost less per session.  An idle server
+    #: still writes ``FLUSH_DELAY`` after the first event.
+    MIN_FLUSH_INTERVAL = 0.2
 
     def __init__(self) -> None:
         self.sessions: dict[uuid.UUID, ChatConsumer] = {}
@@ -463,6 +537,7 @@ class Registry:
         self._closes: list[tuple[ChatConsumer, int]] = []
         self._waiting: list[asyncio.Future[None]] = []
         self._due = 0.0
+        self._flushed_at = -1e9  # loop time of the last batch's end
         self._wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
@@ -493,7 +568,10 @@ class Registry:
     def _queue(self) -> None:
         loop = asyncio.get_running_loop()
         if not self._pending():
-            self._due = loop.time() + self.FLUSH_DELAY
+            self._due = max(
+                loop.time() + self.FLUSH_DELAY,
+                self._flushed_at + self.MIN_FLUSH_INTERVAL,
+            )
             self._wake.set()  # the task now sleeps until _due, not the heartbeat
         elif self._pending() + 1 >= self.BATCH:
             self._wake.set()
@@ -501,6 +579,17 @@ class Registry:
             self.task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
+        while True:
+            await self._serve()
+            # Idle: give the writer's connection back (a test database must be
+            # droppable, a pooler's slot free) until the next session.  A
+            # session that arrived meanwhile found this task still running and
+            # started none: serve it.
+            await _in_writer(_release_connections, True)
+            if not (self.sessions or self._pending()):
+                return
+
+    async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         beat_at = loop.time() + settings.HEARTBEAT_INTERVAL
         while self.sessions or self._pending():
@@ -523,10 +612,11 @@ class Registry:
         closes, self._closes = self._closes, []
         waiting, self._waiting = self._waiting, []
         try:
-            await database_sync_to_async(write_batch)(opens, closes)
+            await _in_writer(write_batch, opens, closes)
         except Exception:
             logger.exception("could not record chat sessions")
         finally:
+            self._flushed_at = asyncio.get_running_loop().time()
             for done in waiting:
                 if not done.done():
                     done.set_result(None)
@@ -537,7 +627,7 @@ class Registry:
         try:
             for start in range(0, len(ids), self.BATCH):
                 batch = ids[start : start + self.BATCH]
-                await database_sync_to_async(_touch)(batch)
+                await _in_writer(_touch, batch)
         except DatabaseError:
             logger.exception("chat session heartbeat failed")
         stale = time.monotonic() - GROUP_REFRESH
@@ -546,6 +636,53 @@ class Registry:
                 consumer.groups_joined_at = time.monotonic()
                 for group in consumer.groups:
                     await consumer.channel_layer.group_add(group, consumer.channel_name)
+
+
+#: The one thread that writes session rows.  Not Channels' database_sync_to_async:
+#: that shares one thread with every sync view of the process (a batch would queue
+#: behind requests) and closes the connection after each call, which with
+#: ``CONN_MAX_AGE = 0`` means a new connection per batch -- on SQLite also a WAL
+#: checkpoint at each close, more than the batch itself costs.  The writer keeps
+#: its connection while sessions are live, for at most ``WRITER_CONN_MAX_AGE``.
+_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatauth-sessions")
+WRITER_CONN_MAX_AGE = 60.0
+#: A connection unused for this long is pinged before use (a database restart
+#: or a server-side idle timeout may have closed it meanwhile).
+WRITER_PING_AFTER = 1.0
+_writer_state = {"connected_at": 0.0, "used_at": 0.0}
+
+
+async def _in_writer(fn: Callable[..., Any], *args: Any) -> Any:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_writer, _writing, fn, args)
+
+
+def _writing(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    now = time.monotonic()
+    if not _writer_state["connected_at"]:
+        _writer_state["connected_at"] = now
+    elif now - _writer_state["used_at"] > WRITER_PING_AFTER:
+        for connection in connections.all(initialized_only=True):
+            if connection.connection is not None and not connection.is_usable():
+                connection.close()
+    try:
+        return fn(*args)
+    finally:
+        _writer_state["used_at"] = time.monotonic()
+        _release_connections(False)
+
+
+def _release_connections(idle: bool) -> None:
+    """Close the writer's connections when idle, broken or older than
+    ``WRITER_CONN_MAX_AGE`` (as Django's request cycle does for requests)."""
+    aged = time.monotonic() - _writer_state["connected_at"] > WRITER_CONN_MAX_AGE
+    for connection in connections.all(initialized_only=True):
+        if idle or aged:
+            connection.close()
+        elif connection.errors_occurred and not connection.is_usable():
+            connection.close()
+    if idle or aged:
+        _writer_state["connected_at"] = 0.0
 
 
 def write_batch(
@@ -575,7 +712,7 @@ def write_batch(
 def _record(opens: list[ChatConsumer], closes: list[tuple[ChatConsumer, int]]) -> None:
     opens = [c for c in opens if c.row is not None]
     if opens:
-        ChatSession.objects.bulk_create([c.row for c in opens])  # type: ignore[misc]
+        bulk.insert([c.row for c in opens])  # type: ignore[misc]
     for consumer in opens:
         consumer.row_saved = True
         signals.chat_session_opened.send(

@@ -125,13 +125,26 @@ def _resolve_chainlit_user(verified: VerifiedToken) -> VerifiedToken:
     return replace(verified, user_pk=pk)
 
 
-def check(verified: VerifiedToken) -> VerifiedToken:
-    """Refuse a revoked token, a logged-out-everywhere one, or one of a gone user."""
+class NeedsDatabase(Exception):
+    """``check(..., cache_only=True)``: the cache alone cannot decide."""
+
+
+def check(verified: VerifiedToken, *, cache_only: bool = False) -> VerifiedToken:
+    """Refuse a revoked token, a logged-out-everywhere one, or one of a gone user.
+
+    ``cache_only``: decide from the cache alone (fast enough for an event loop
+    when the cache is local memory) or raise :class:`NeedsDatabase` -- on a miss,
+    and on a cache failure too, so the caller's full check still fails closed.
+    """
     if verified.user_pk is None:
+        if cache_only:
+            raise NeedsDatabase()
         verified = _resolve_chainlit_user(verified)
     deny_key = _k("deny", verified.key)
     user_key = _k("user", verified.user_pk)
     cached = _cache_get_many([deny_key, user_key])
+    if cache_only and len(cached) < 2:
+        raise NeedsDatabase()
 
     denied = cached.get(deny_key, _MISSING)
     if denied is _MISSING:

@@ -284,7 +284,10 @@ def classify(claims: dict[str, Any], raw: str) -> VerifiedToken:
 
 
 def verify_token(
-    raw: Any, expected: Collection[str] = TokenType.ACCESS_LIKE
+    raw: Any,
+    expected: Collection[str] = TokenType.ACCESS_LIKE,
+    *,
+    cache_only: bool = False,
 ) -> VerifiedToken:
     """The one check of a presented token: valid, of an ``expected`` type, not revoked.
 
@@ -298,15 +301,28 @@ def verify_token(
     verified = classify(claims, raw)
     if verified.token_type not in expected:
         raise TokenError("Token has wrong type.")
-    return revocation.check(verified)
+    return revocation.check(verified, cache_only=cache_only)
 
 
 async def averify_token(
     raw: Any, expected: Collection[str] = TokenType.ACCESS_LIKE
 ) -> VerifiedToken:
-    """:func:`verify_token` for async code; the cache/ORM part runs off the loop."""
+    """:func:`verify_token` for async code; the cache/ORM part runs off the loop.
+
+    With a local-memory cache the whole check runs on the loop when the cache
+    can decide it (no I/O: a thread hop would cost more than the check); a
+    cache miss or any other cache still goes to a worker thread.
+    """
     from asgiref.sync import sync_to_async
 
+    from chatauth import revocation
+    from chatauth.internal.cache import is_local
+
+    if is_local():
+        try:
+            return verify_token(raw, expected, cache_only=True)
+        except revocation.NeedsDatabase:
+            pass
     return await sync_to_async(_verify_in_worker, thread_sensitive=False)(raw, expected)
 
 

@@ -1,14 +1,15 @@
 """The demo's ASGI application plus a bare consumer at ``/bench/ws/bare``.
 
-Everything else goes to ``project.asgi.application`` unchanged, whatever routes it
-grows, so the WebSocket benchmarks compare chatauth's socket with the bare one
-on the same server process.
+The bare consumer is the first route of the demo's own WebSocket ``URLRouter``
+(behind the same ``ProtocolTypeRouter``), so both sockets pay the same routing
+and only what chatauth adds (origin check, authentication, the session) tells
+them apart.  Everything else is ``project.asgi.application`` unchanged,
+whatever routes it grows.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.site.settings")
 
@@ -16,13 +17,22 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.site.settings")
 from project.asgi import application as project_application  # noqa: E402
 
 # isort: split
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from bench.site.constants import BARE_WS_PATH  # noqa: E402
 from bench.site.consumers import BareConsumer  # noqa: E402
 
-BARE_WS_PATH = "/bench/ws/bare"
-bare_consumer = BareConsumer.as_asgi()
+_project_websocket: URLRouter = project_application.application_mapping["websocket"]
 
-
-async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] == "websocket" and scope["path"] == BARE_WS_PATH:
-        return await bare_consumer(scope, receive, send)
-    return await project_application(scope, receive, send)
+application = ProtocolTypeRouter(
+    {
+        **project_application.application_mapping,
+        "websocket": URLRouter(
+            [
+                path(BARE_WS_PATH.lstrip("/"), BareConsumer.as_asgi()),
+                *_project_websocket.routes,
+            ]
+        ),
+    }
+)

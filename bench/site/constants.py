@@ -10,3 +10,6 @@ CONSTANT_USER: dict[str, Any] = {
     "display_name": "bench-0",
     "metadata": {},
 }
+
+#: The bare consumer's path (``bench.site.asgi``): the WebSocket baselines.
+BARE_WS_PATH = "/bench/ws/bare"

@@ -37,6 +37,14 @@ def get_cache() -> BaseCache:
     return current[1]
 
 
+def is_local() -> bool:
+    """True when the cache is this process's memory: reading it does no I/O, so
+    an event loop may read it without a thread hop."""
+    from django.core.cache.backends.locmem import LocMemCache
+
+    return isinstance(get_cache(), LocMemCache)
+
+
 def reset() -> None:
     """Forget the shared client (settings changed)."""
     global _cache

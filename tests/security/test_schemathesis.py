@@ -146,8 +146,13 @@ def test_operation_conforms(api_schema, live, label, mode):
             headers["Authorization"] = f"Bearer {live.copilot_token()}"
         elif path == "/auth/copilot/token" and rng.random() < 0.5:
             headers["Authorization"] = f"Api-Key {live.api_key}"
-        case.call_and_validate(
-            base_url=live.server.url, headers=headers, checks=CHECKS, timeout=30
-        )
+        response = case.call(base_url=live.server.url, headers=headers, timeout=30)
+        if mode == GenerationMode.NEGATIVE and response.status_code == 413:
+            # An oversized invalid body is refused before it is parsed: 413 is
+            # that refusal (documented), which schemathesis' list of "rejection"
+            # codes happens to leave out.
+            assert response.json() == {"detail": "Request body is too large."}
+            return
+        case.validate_response(response, checks=CHECKS)
 
     run()
