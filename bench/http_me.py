@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-import socket
 
 from bench.http import LoadClient, check_json, expect
 from bench.measure import CpuMeter, Row, Series, at_least, compare_load, paired_ratio
-from bench.servers import login, workspace
+from bench.servers import REDIS, login, redis_up, workspace
 
 CONCURRENCY = 16
-REDIS = ("127.0.0.1", 6379)
 FULL = {"rounds": 12, "duration": 1.25, "warmup": 2.0}
 QUICK = {"rounds": 2, "duration": 0.5, "warmup": 0.3}
 
@@ -32,7 +30,7 @@ QUICK = {"rounds": 2, "duration": 0.5, "warmup": 0.3}
 def run(quick: bool) -> list[Row]:
     profile = QUICK if quick else FULL
     rows = _measure("local-memory cache", profile)
-    if _redis_up():
+    if redis_up():
         redis_url = f"redis://{REDIS[0]}:{REDIS[1]}/0"
         rows += _measure("Redis cache", profile, REDIS_URL=redis_url)[:1]
     else:
@@ -45,14 +43,6 @@ def run(quick: bool) -> list[Row]:
             )
         )
     return rows
-
-
-def _redis_up() -> bool:
-    try:
-        with socket.create_connection(REDIS, timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _measure(label: str, profile: dict, **env: str) -> list[Row]:

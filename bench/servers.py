@@ -186,3 +186,15 @@ def login(server: Server, username: str = USERS[0]) -> dict:
     )
     response.raise_for_status()
     return response.json()
+
+
+REDIS = ("127.0.0.1", 6379)
+
+
+def redis_up() -> bool:
+    """Whether the Redis the Redis-backed benchmarks use is reachable."""
+    try:
+        with socket.create_connection(REDIS, timeout=0.5):
+            return True
+    except OSError:
+        return False

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import statistics
 import time
 from typing import Any
@@ -29,11 +28,10 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from bench.http import LoadClient
 from bench.measure import CpuMeter, Row, at_most, percentile
-from bench.servers import USERS, login, workspace
+from bench.servers import REDIS, USERS, login, redis_up, workspace
 from bench.ws import close_sessions, open_sessions, raise_nofile
 
 CHAT_PATH = "/ws/chat/"
-REDIS = ("127.0.0.1", 6379)
 SIZES = (100, 1_000, 5_000)
 TARGETED = 1_000  # the figure: p99 ≤ 50 ms at 1,000 sessions
 FULL = {"samples": 200}
@@ -66,7 +64,7 @@ class StampedConnection(ClientConnection):
 
 
 def run(quick: bool) -> list[Row]:
-    if not _redis_up():
+    if not redis_up():
         return [
             Row(
                 f"logout → close p99, {TARGETED:,} sessions on 2 processes",
@@ -101,14 +99,6 @@ def run(quick: bool) -> list[Row]:
             pair = result.pop("pair")
             rows += _rows(size, result, cpu)
     return rows
-
-
-def _redis_up() -> bool:
-    try:
-        with socket.create_connection(REDIS, timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 async def _measure(

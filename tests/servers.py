@@ -69,6 +69,17 @@ def manage(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
+def stop_process(process: subprocess.Popen) -> None:
+    """Terminate ``process``, killing it if it does not exit within 10 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
 def create_users(
     env: dict[str, str], *users: tuple[str, str], admin: bool = False
 ) -> None:
@@ -97,13 +108,7 @@ class Server:
         return f"ws://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -553,8 +553,7 @@ def test_config_lists_the_providers(client, configure):
 def test_round_trip_through_the_real_demo_server(tmp_path):
     """The demo configured from the environment only (``OAUTH_OIDC_*``), served by
     uvicorn; one httpx client is the browser for both sites."""
-    from tests.oidc.provider import free_port
-    from tests.servers import migrate, server_env, start_server
+    from tests.servers import free_port, migrate, server_env, start_server
 
     provider_port = free_port()
     client_id, secret = "demo-client", "demo-secret-" + "z" * 30

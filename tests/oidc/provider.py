@@ -26,6 +26,8 @@ from urllib.parse import urljoin
 import httpx
 import pytest
 
+from tests.servers import free_port, stop_process
+
 HERE = Path(__file__).resolve().parent
 REQUIRE_SERVICES = os.environ.get("CHATAUTH_REQUIRE_SERVICES") == "1"
 _install_lock = threading.Lock()
@@ -62,14 +64,6 @@ def ensure_installed() -> str:
     return node
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class OIDCProvider:
     """A running ``server.mjs``."""
@@ -93,13 +87,7 @@ class OIDCProvider:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
 
 
 def start_provider(
