@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from chatauth import signals
 from chatauth.exceptions import InvalidCredentials, InvalidToken, TokenError
 from chatauth.models import APIKey
-from chatauth.tokens import VerifiedToken, verify_token
+from chatauth.tokens import VerifiedToken, averify_token, verify_token
 
 
 class TokenUser:
@@ -60,17 +60,39 @@ class JWTAuthentication(authentication.BaseAuthentication):
     www_authenticate_realm = "api"
 
     def authenticate(self, request: Request) -> tuple[TokenUser, VerifiedToken] | None:
-        header = request.META.get("HTTP_AUTHORIZATION")
-        if not header or not header.lower().startswith("bearer"):
-            return None
-        raw = bearer_token(header)
+        raw = self._raw_token(request)
         if raw is None:
-            raise InvalidToken("Malformed Authorization header.")
+            return None
         try:
             verified = verify_token(raw)
         except TokenError as e:
             raise InvalidToken(e.detail, code=e.code) from e
         return TokenUser(verified), verified
+
+    async def aauthenticate(
+        self, request: Request
+    ) -> tuple[TokenUser, VerifiedToken] | None:
+        """:meth:`authenticate` for async views: the same check, without
+        blocking the event loop (:func:`~chatauth.tokens.averify_token`); a
+        database read runs on the request's sync thread, as in a sync view."""
+        raw = self._raw_token(request)
+        if raw is None:
+            return None
+        try:
+            verified = await averify_token(raw, thread_sensitive=True)
+        except TokenError as e:
+            raise InvalidToken(e.detail, code=e.code) from e
+        return TokenUser(verified), verified
+
+    @staticmethod
+    def _raw_token(request: Request) -> str | None:
+        header = request.META.get("HTTP_AUTHORIZATION")
+        if not header or not header.lower().startswith("bearer"):
+            return None  # not ours: the next authentication class may take it
+        raw = bearer_token(header)
+        if raw is None:
+            raise InvalidToken("Malformed Authorization header.")
+        return raw
 
     def authenticate_header(self, request: Request) -> str:
         return f'Bearer realm="{self.www_authenticate_realm}"'

@@ -229,7 +229,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _check_again(self) -> None:
         try:
-            await sync_to_async(self._still_valid, thread_sensitive=False)()
+            try:
+                if self.auth.token.token_type == SESSION_TOKEN_TYPE:
+                    raise revocation.NeedsDatabase()
+                # Redis read on the loop when the cache can decide (no thread hop).
+                await revocation.acheck_cached(self.auth.token)
+            except revocation.NeedsDatabase:
+                await sync_to_async(self._still_valid, thread_sensitive=False)()
         except TokenError as e:
             if not self.closing:  # else a logout here ended it: its code stands
                 await self._close(CLOSE_CODE_FOR.get(e.code, CloseCode.UNAUTHORIZED))

@@ -33,7 +33,7 @@ from chatauth import signals
 from chatauth.conf import settings
 from chatauth.constants import CloseCode, token_group, user_group
 from chatauth.exceptions import HookError, TokenError, TokenRevoked
-from chatauth.internal.cache import get_cache
+from chatauth.internal.cache import aget_many, get_cache
 from chatauth.models import Profile, RevokedToken
 
 if TYPE_CHECKING:
@@ -129,6 +129,10 @@ class NeedsDatabase(Exception):
     """``check(..., cache_only=True)``: the cache alone cannot decide."""
 
 
+def _keys(verified: VerifiedToken) -> list[str]:
+    return [_k("deny", verified.key), _k("user", verified.user_pk)]
+
+
 def check(verified: VerifiedToken, *, cache_only: bool = False) -> VerifiedToken:
     """Refuse a revoked token, a logged-out-everywhere one, or one of a gone user.
 
@@ -140,12 +144,10 @@ def check(verified: VerifiedToken, *, cache_only: bool = False) -> VerifiedToken
         if cache_only:
             raise NeedsDatabase()
         verified = _resolve_chainlit_user(verified)
-    deny_key = _k("deny", verified.key)
-    user_key = _k("user", verified.user_pk)
-    cached = _cache_get_many([deny_key, user_key])
-    if cache_only and len(cached) < 2:
-        raise NeedsDatabase()
-
+    cached = _cache_get_many(_keys(verified))
+    if cache_only:
+        return _decide_cached(verified, cached)
+    deny_key, user_key = _keys(verified)
     denied = cached.get(deny_key, _MISSING)
     if denied is _MISSING:
         denied = RevokedToken.objects.filter(key=verified.key).exists()
@@ -160,6 +162,35 @@ def check(verified: VerifiedToken, *, cache_only: bool = False) -> VerifiedToken
         raise TokenRevoked()
 
     _check_user(verified.user_pk, verified.issued_at, cached.get(user_key, _MISSING))
+    return verified
+
+
+async def acheck_cached(verified: VerifiedToken) -> VerifiedToken:
+    """:func:`check` with ``cache_only`` for an event loop, reading the cache
+    without blocking it (see :func:`chatauth.internal.cache.aget_many`).
+
+    Raises :class:`NeedsDatabase` when the cache cannot decide: a miss, a
+    failure, or a cache with no async read.
+    """
+    if verified.user_pk is None:
+        raise NeedsDatabase()
+    try:
+        cached = await aget_many(_keys(verified))
+    except Exception:  # a cache outage decides nothing: the full check runs
+        logger.warning("cache unavailable; checking revocation in the database")
+        raise NeedsDatabase() from None
+    if cached is None:
+        raise NeedsDatabase()
+    return _decide_cached(verified, cached)
+
+
+def _decide_cached(verified: VerifiedToken, cached: dict[str, Any]) -> VerifiedToken:
+    deny_key, user_key = _keys(verified)
+    if deny_key not in cached or user_key not in cached:
+        raise NeedsDatabase()
+    if cached[deny_key]:
+        raise TokenRevoked()
+    _check_user(verified.user_pk, verified.issued_at, cached[user_key])
     return verified
 
 

@@ -297,40 +297,58 @@ def verify_token(
     """
     from chatauth import revocation
 
-    claims = decode(raw)
-    verified = classify(claims, raw)
-    if verified.token_type not in expected:
-        raise TokenError("Token has wrong type.")
+    verified = _verify_signed(raw, expected)
     return revocation.check(verified, cache_only=cache_only)
 
 
-async def averify_token(
-    raw: Any, expected: Collection[str] = TokenType.ACCESS_LIKE
-) -> VerifiedToken:
-    """:func:`verify_token` for async code; the cache/ORM part runs off the loop.
+def _verify_signed(raw: Any, expected: Collection[str]) -> VerifiedToken:
+    """Everything but revocation: signature, time claims, form and type."""
+    verified = classify(decode(raw), raw)
+    if verified.token_type not in expected:
+        raise TokenError("Token has wrong type.")
+    return verified
 
-    With a local-memory cache the whole check runs on the loop when the cache
-    can decide it (no I/O: a thread hop would cost more than the check); a
-    cache miss or any other cache still goes to a worker thread.
+
+async def averify_token(
+    raw: Any,
+    expected: Collection[str] = TokenType.ACCESS_LIKE,
+    *,
+    thread_sensitive: bool = False,
+) -> VerifiedToken:
+    """:func:`verify_token` for async code, without blocking the event loop.
+
+    The signature check (CPU only) runs on the loop.  The revocation check runs
+    there too when the cache can decide it without blocking: a local-memory
+    cache (no I/O), or Django's Redis cache read through ``redis.asyncio``.  A
+    cache miss, a cache failure or another cache backend goes to a worker
+    thread (database and sync cache), as :func:`verify_token` would:
+    ``thread_sensitive`` as in :func:`asgiref.sync.sync_to_async` (True in a
+    Django request: the request's own sync thread and database connection).
     """
     from asgiref.sync import sync_to_async
 
     from chatauth import revocation
     from chatauth.internal.cache import is_local
 
-    if is_local():
-        try:
-            return verify_token(raw, expected, cache_only=True)
-        except revocation.NeedsDatabase:
-            pass
-    return await sync_to_async(_verify_in_worker, thread_sensitive=False)(raw, expected)
+    verified = _verify_signed(raw, expected)
+    try:
+        if is_local():
+            return revocation.check(verified, cache_only=True)
+        return await revocation.acheck_cached(verified)
+    except revocation.NeedsDatabase:
+        pass
+    if thread_sensitive:
+        return await sync_to_async(revocation.check)(verified)
+    return await sync_to_async(_check_in_worker, thread_sensitive=False)(verified)
 
 
-def _verify_in_worker(raw: Any, expected: Collection[str]) -> VerifiedToken:
+def _check_in_worker(verified: VerifiedToken) -> VerifiedToken:
     from django.db import close_old_connections
 
+    from chatauth import revocation
+
     try:
-        return verify_token(raw, expected)
+        return revocation.check(verified)
     finally:
         # A worker thread is not a request thread: nothing else ever closes its
         # connection once obsolete or broken (e.g. after a database restart).

@@ -292,14 +292,14 @@ class TokenRefreshView(ChatAuthAPIView):
         return pair_response(pair)
 
 
-class MeView(ChatAuthAPIView):
+class MeView(AsyncAPIView):
     """Who the bearer token belongs to, from its claims (no database hit)."""
 
     authentication_classes = [JWTAuthentication]
     permission_classes = [IsAuthenticated]
 
     @extend_schema(responses={200: UserSerializer, 401: DetailSerializer})
-    def get(self, request: Request) -> Response:
+    async def get(self, request: Request) -> Response:
         return Response(request.auth.user_dict())
 
 

@@ -17,5 +17,5 @@ class MeNoAuthView(MeView):
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
 
-    def get(self, request: Request) -> Response:
+    async def get(self, request: Request) -> Response:
         return Response(dict(CONSTANT_USER))

@@ -89,6 +89,7 @@ class AsyncAPIView(ChatAuthAPIView):
         self.request = request
         self.headers = self.default_response_headers
         try:
+            await self._aauthenticate(request)
             self.initial(request, *args, **kwargs)
             name = request.method.lower()
             if name in self.http_method_names and hasattr(self, name):
@@ -102,3 +103,22 @@ class AsyncAPIView(ChatAuthAPIView):
             response = self.handle_exception(exc)
         self.response = self.finalize_response(request, response, *args, **kwargs)
         return self.response
+
+    async def _aauthenticate(self, request: Request) -> None:
+        from asgiref.sync import sync_to_async
+
+        for authenticator in request.authenticators:
+            aauthenticate = getattr(authenticator, "aauthenticate", None)
+            try:
+                if aauthenticate is not None:
+                    result = await aauthenticate(request)
+                else:
+                    result = await sync_to_async(authenticator.authenticate)(request)
+            except exceptions.APIException:
+                request._not_authenticated()
+                raise
+            if result is not None:
+                request._authenticator = authenticator
+                request.user, request.auth = result
+                return
+        request._not_authenticated()

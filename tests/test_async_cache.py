@@ -1,0 +1,143 @@
+"""The revocation check read from Redis on the event loop (``redis.asyncio``).
+
+``averify_token`` (async views such as ``auth/me``, every chat socket) reads
+Django's Redis cache without a thread hop.  These tests run against the real
+Redis on 127.0.0.1:6379 and show that this read sees exactly what Django's cache
+wrote, refuses what the full check refuses, reads the primary only, and falls
+back to the database (fails closed) when Redis is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.test import override_settings
+
+from chatauth import revocation, tokens
+from chatauth.exceptions import TokenError, TokenRevoked
+from chatauth.internal import cache as chatauth_cache
+from tests.conftest import require_service
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+REDIS = "redis://127.0.0.1:6379/0"
+NOWHERE = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+
+
+def redis_caches(*locations: str) -> dict:
+    prefix = f"chatauth-test-{uuid.uuid4().hex[:8]}"
+    return {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "redis": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": list(locations),
+            "KEY_PREFIX": prefix,
+            "VERSION": 3,  # the key function must be the cache's own
+        },
+    }
+
+
+@pytest.fixture
+def on_redis():
+    require_service("Redis", "127.0.0.1", 6379)
+    with override_settings(
+        CACHES=redis_caches(REDIS), CHATAUTH={"CACHE_ALIAS": "redis"}
+    ):
+        yield chatauth_cache.get_cache()
+        chatauth_cache.get_cache().clear()
+
+
+async def test_reads_what_djangos_cache_wrote(on_redis):
+    on_redis.set_many({"int": 1, "zero": 0, "tuple": (True, 12.5), "text": "gone"})
+    got = await chatauth_cache.aget_many(["int", "zero", "tuple", "text", "absent"])
+    assert got == {"int": 1, "zero": 0, "tuple": (True, 12.5), "text": "gone"}
+    assert got == on_redis.get_many(["int", "zero", "tuple", "text", "absent"])
+
+
+def test_each_event_loop_gets_its_own_client(on_redis):
+    on_redis.set("k", 7)
+    assert asyncio.run(chatauth_cache.aget_many(["k"])) == {"k": 7}
+    assert asyncio.run(chatauth_cache.aget_many(["k"])) == {"k": 7}  # a new loop
+
+
+async def test_no_async_read_for_other_caches():
+    assert chatauth_cache.is_local()
+    assert await chatauth_cache.aget_many(["k"]) is None
+
+
+async def test_verify_on_the_loop_refuses_what_the_full_check_refuses(on_redis, user):
+    raw = str((await sync_to_async(tokens.issue_pair)(user)).access)
+    verified = await tokens.averify_token(raw)  # cold: the database fills Redis
+    assert await revocation.acheck_cached(verified) == verified  # warm: on the loop
+    await sync_to_async(revocation.revoke_token)(verified, reason="test")
+    with pytest.raises(TokenRevoked):
+        await revocation.acheck_cached(verified)
+    with pytest.raises(TokenRevoked):
+        await tokens.averify_token(raw)
+
+
+async def test_logout_everywhere_and_deactivation_seen_on_the_loop(on_redis, user):
+    raw = str((await sync_to_async(tokens.issue_pair)(user)).access)
+    verified = await tokens.averify_token(raw)
+    await sync_to_async(revocation.revoke_user)(user)
+    with pytest.raises(TokenRevoked):
+        await revocation.acheck_cached(verified)
+
+    fresh = str((await sync_to_async(tokens.issue_pair)(user)).access)
+    fresh_verified = await tokens.averify_token(fresh)
+    user.is_active = False
+    await sync_to_async(user.save)()
+    with pytest.raises(TokenError) as excinfo:
+        await revocation.acheck_cached(fresh_verified)
+    assert excinfo.value.code == "user_inactive"
+
+
+async def test_a_denial_in_redis_is_enough(on_redis, user):
+    """The loop's read is really of Redis: a denial found only there refuses."""
+    raw = str((await sync_to_async(tokens.issue_pair)(user)).access)
+    verified = await tokens.averify_token(raw)
+    on_redis.set(f"chatauth:deny:{verified.key}", 1)
+    with pytest.raises(TokenRevoked):
+        await tokens.averify_token(raw)
+
+
+async def test_a_miss_is_never_a_pass(on_redis, user):
+    raw = str((await sync_to_async(tokens.issue_pair)(user)).access)
+    verified = tokens.classify(tokens.decode(raw), raw)
+    with pytest.raises(revocation.NeedsDatabase):
+        await revocation.acheck_cached(verified)  # nothing cached yet
+    on_redis.set(f"chatauth:deny:{verified.key}", 0)
+    with pytest.raises(revocation.NeedsDatabase):
+        await revocation.acheck_cached(verified)  # the user's state is missing
+
+
+async def test_reads_the_primary_not_a_replica(user):
+    """Django reads replicas; a revocation written to the primary must be seen."""
+    require_service("Redis", "127.0.0.1", 6379)
+    with override_settings(
+        CACHES=redis_caches(REDIS, NOWHERE), CHATAUTH={"CACHE_ALIAS": "redis"}
+    ):
+        raw = str((await sync_to_async(tokens.issue_pair)(user)).access)
+        verified = await tokens.averify_token(raw)  # writes go to the primary
+        await sync_to_async(revocation.revoke_token)(verified, reason="test")
+        with pytest.raises(TokenRevoked):
+            await revocation.acheck_cached(verified)
+        await sync_to_async(chatauth_cache.get_cache().clear)()
+
+
+async def test_redis_down_fails_closed(user):
+    raw = str((await sync_to_async(tokens.issue_pair)(user)).access)
+    verified = await sync_to_async(tokens.verify_token)(raw)
+    await sync_to_async(revocation.revoke_token)(verified)
+    with override_settings(
+        CACHES=redis_caches(NOWHERE), CHATAUTH={"CACHE_ALIAS": "redis"}
+    ):
+        with pytest.raises(revocation.NeedsDatabase):
+            await revocation.acheck_cached(verified)
+        with pytest.raises(TokenRevoked):  # the database decides
+            await tokens.averify_token(raw)
+        fresh = str((await sync_to_async(tokens.issue_pair)(user)).access)
+        assert (await tokens.averify_token(fresh)).identifier == "alice"
