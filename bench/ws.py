@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import resource
 from collections.abc import Sequence
@@ -35,9 +36,13 @@ async def chat_session(url: str, token: str | None = None, content: str = "hi") 
         return reply == {"type": "message", "content": content}
 
 
-def session_call(url: str, token: str | None = None) -> Call:
+def session_call(url: str, tokens: Sequence[str] = ()) -> Call:
+    """One session per call; with ``tokens``, each call uses the next one in
+    turn (clients of several users, each reconnecting with its own token)."""
+    turn = itertools.cycle(tokens) if tokens else itertools.repeat(None)
+
     async def call() -> bool:
-        return await chat_session(url, token)
+        return await chat_session(url, next(turn))
 
     return call
 

@@ -90,6 +90,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                     id="chatauth.E004",
                 )
             )
+    size = settings.VERIFIED_TOKEN_CACHE_SIZE
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        errors.append(
+            Error(
+                "CHATAUTH['VERIFIED_TOKEN_CACHE_SIZE'] must be a whole number >= 0 "
+                "(0 turns the cache off).",
+                id="chatauth.E005",
+            )
+        )
     hashers = getattr(django_settings, "PASSWORD_HASHERS", [])
     if hashers and "BCrypt" not in hashers[0]:
         errors.append(

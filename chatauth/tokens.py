@@ -25,6 +25,7 @@ from rest_framework_simplejwt.tokens import Token
 from chatauth.conf import settings
 from chatauth.constants import TokenType
 from chatauth.exceptions import TokenError, TokenExpired
+from chatauth.internal import signed
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -192,6 +193,10 @@ def decode(raw: Any) -> dict[str, Any]:
             raise TokenError() from e
     if not isinstance(raw, str) or not raw or len(raw) > MAX_TOKEN_LENGTH:
         raise TokenError()
+    leeway = settings.LEEWAY
+    claims = signed.get(raw, leeway.total_seconds())
+    if claims is not None:
+        return claims  # this exact string passed everything below, unexpired
     if not _COMPACT_RE.fullmatch(raw):  # fullmatch: "$" would allow a "\n"
         raise TokenError()
     keys = [get_secret(), *settings.PREVIOUS_SECRETS]
@@ -201,13 +206,13 @@ def decode(raw: Any) -> dict[str, Any]:
             # ``algorithms`` is exactly the configured one, so "none" and any
             # algorithm confusion (RS256 public key used as an HMAC secret, ...)
             # is refused by PyJWT before a signature is computed.
-            return jwt.decode(
+            claims = jwt.decode(
                 raw,
                 key,
                 algorithms=[settings.ALGORITHM],
                 audience=settings.AUDIENCE,
                 issuer=settings.ISSUER,
-                leeway=settings.LEEWAY,
+                leeway=leeway,
                 options={"require": ["exp"], "verify_aud": bool(settings.AUDIENCE)},
             )
         except jwt.InvalidSignatureError as e:
@@ -216,6 +221,9 @@ def decode(raw: Any) -> dict[str, Any]:
             raise TokenExpired() from e
         except (jwt.InvalidTokenError, ValueError, TypeError) as e:
             raise TokenError() from e
+        else:
+            signed.put(raw, claims, settings.VERIFIED_TOKEN_CACHE_SIZE)
+            return claims
     raise TokenError() from last_error
 
 
@@ -225,8 +233,8 @@ def token_key(claims: dict[str, Any], raw: str) -> str:
         return jti
     # The signed part only: the signature's own encoding is not part of what the
     # token says, so no re-spelling of it can dodge the denylist.
-    signed = raw.rpartition(".")[0]
-    return "s-" + hashlib.sha256(signed.encode()).hexdigest()[:64]
+    signing_input = raw.rpartition(".")[0]
+    return "s-" + hashlib.sha256(signing_input.encode()).hexdigest()[:64]
 
 
 def _number(claims: dict[str, Any], name: str) -> float | None:

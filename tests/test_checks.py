@@ -132,3 +132,11 @@ def test_check_deploy_warns_on_a_short_secret():
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "chatauth.W001" in output
+
+
+@pytest.mark.parametrize("size", [-1, "4096", 1.5, True])
+def test_bad_verified_token_cache_size(size):
+    with override_settings(
+        CHATAUTH={"SECRET": LONG_SECRET, "VERIFIED_TOKEN_CACHE_SIZE": size}
+    ):
+        assert "chatauth.E005" in ids(checks.check_settings())
