@@ -126,7 +126,8 @@ async def _measure(
         finally:
             await client.aclose()
         # None of the idle sessions (other users' tokens) may have been closed.
-        wrongly_closed = sum(1 for s in idle if s.protocol.close_rcvd is not None)
+        received = [s.protocol.close_rcvd for s in idle]
+        wrongly_closed = [frame.code for frame in received if frame is not None]
     finally:
         await close_sessions(idle)
     return {
@@ -216,7 +217,12 @@ def _rows(size: int, result: dict[str, Any], cpu: CpuMeter) -> list[Row]:
                 f"{result['early']} of {len(latencies)} close frames arrived before "
                 "the response had been read (counted as 0 ms; median signed "
                 f"{statistics.median(result['signed']) * 1e3:+.2f} ms)",
-                f"idle sessions wrongly closed: {result['idle_closed']}",
+                f"idle sessions wrongly closed: {len(result['idle_closed'])}"
+                + (
+                    f" (close codes {sorted(set(result['idle_closed']))})"
+                    if result["idle_closed"]
+                    else ""
+                ),
                 f"{len(failures)} failed samples: {'; '.join(failures[:3])}"
                 if failures
                 else "",
@@ -230,7 +236,7 @@ def _rows(size: int, result: dict[str, Any], cpu: CpuMeter) -> list[Row]:
         "ms",
         target=at_most(50, on="value", unit="ms") if size == TARGETED else None,
         note=note,
-        errors=len(failures) + result["idle_closed"],
+        errors=len(failures) + len(result["idle_closed"]),
         stats={
             "p50_ms": p50 * 1e3,
             "p99_ms": p99 * 1e3,
@@ -238,7 +244,7 @@ def _rows(size: int, result: dict[str, Any], cpu: CpuMeter) -> list[Row]:
             "samples": len(latencies),
             "early": result["early"],
             "failures": failures,
-            "idle_closed": result["idle_closed"],
+            "idle_closed": len(result["idle_closed"]),
             "cpu": cpu.summary(),
         },
     )

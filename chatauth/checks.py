@@ -147,3 +147,66 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list:
             )
         )
     return errors
+
+
+#: How long channels_redis's RedisChannelLayer blocks on Redis for a message.
+LAYER_BLOCK_SECONDS = 5
+
+
+@register(Tags.compatibility)
+def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list:
+    """A Redis channel layer whose read timeout is not longer than its blocking
+    read: under load the layer fails now and then, and every chat socket on the
+    worker closes with 1011 (redis-py 8 defaults the timeout to 5 s)."""
+    errors: list = []
+    layers = getattr(django_settings, "CHANNEL_LAYERS", {}) or {}
+    for alias, layer in layers.items():
+        if not str(layer.get("BACKEND", "")).endswith("core.RedisChannelLayer"):
+            continue
+        hosts = (layer.get("CONFIG") or {}).get("hosts") or ["redis://localhost"]
+        for host in hosts:
+            timeout = _socket_timeout(host)
+            if timeout is not None and timeout <= LAYER_BLOCK_SECONDS:
+                errors.append(
+                    Warning(
+                        f"CHANNEL_LAYERS[{alias!r}] reads Redis with a "
+                        f"{timeout:g} s socket timeout, no longer than the "
+                        f"{LAYER_BLOCK_SECONDS} s the layer blocks for a message.",
+                        hint='Give the host a longer one, e.g. {"address": '
+                        '"redis://...", "socket_timeout": 30}.',
+                        id="chatauth.W008",
+                    )
+                )
+    return errors
+
+
+def _socket_timeout(host: Any) -> float | None:
+    """The read timeout redis-py will use for a channels_redis ``hosts`` entry."""
+    from urllib.parse import parse_qs, urlsplit
+
+    if isinstance(host, dict) and "socket_timeout" in host:
+        value = host["socket_timeout"]
+        return None if value is None else float(value)
+    address = host.get("address") if isinstance(host, dict) else host
+    if isinstance(address, str):
+        query = parse_qs(urlsplit(address).query)
+        if query.get("socket_timeout"):
+            try:
+                return float(query["socket_timeout"][0])
+            except ValueError:
+                return None
+    return _redis_default_socket_timeout()
+
+
+def _redis_default_socket_timeout() -> float | None:
+    import inspect
+
+    try:
+        from redis.asyncio.connection import AbstractConnection
+    except ImportError:  # pragma: no cover - channels_redis needs redis
+        return None
+    parameters = inspect.signature(AbstractConnection.__init__).parameters
+    default = parameters.get("socket_timeout")
+    if default is None or default.default in (None, inspect.Parameter.empty):
+        return None
+    return float(default.default)

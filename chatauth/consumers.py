@@ -245,16 +245,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     def _still_valid(self) -> None:
         """The revocation check again, now that the groups are joined."""
-        verified = self.auth.token
-        if verified.token_type != SESSION_TOKEN_TYPE:
-            revocation.check(verified)
-            return
         from importlib import import_module
 
         from django.conf import settings as django_settings
 
-        engine = import_module(django_settings.SESSION_ENGINE)
+        verified = self.auth.token
         try:
+            if verified.token_type != SESSION_TOKEN_TYPE:
+                revocation.check(verified)
+                return
+            engine = import_module(django_settings.SESSION_ENGINE)
             if not engine.SessionStore().exists(verified.extra["session_key"]):
                 raise TokenError("Not logged in.", code="not_authenticated")
         finally:

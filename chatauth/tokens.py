@@ -197,6 +197,7 @@ def decode(raw: Any) -> dict[str, Any]:
     claims = signed.get(raw, leeway.total_seconds())
     if claims is not None:
         return claims  # this exact string passed everything below, unexpired
+    checked_in = signed.generation()
     if not _COMPACT_RE.fullmatch(raw):  # fullmatch: "$" would allow a "\n"
         raise TokenError()
     keys = [get_secret(), *settings.PREVIOUS_SECRETS]
@@ -222,7 +223,7 @@ def decode(raw: Any) -> dict[str, Any]:
         except (jwt.InvalidTokenError, ValueError, TypeError) as e:
             raise TokenError() from e
         else:
-            signed.put(raw, claims, settings.VERIFIED_TOKEN_CACHE_SIZE)
+            signed.put(raw, claims, settings.VERIFIED_TOKEN_CACHE_SIZE, checked_in)
             return claims
     raise TokenError() from last_error
 

@@ -121,7 +121,14 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": REDIS_PREFIX or "asgi"},
+            "CONFIG": {
+                # redis-py 8 reads with a 5 s socket timeout by default, exactly
+                # as long as channels_redis blocks waiting for a message: on a
+                # busy loop the empty reply is read late, the layer raises and
+                # every chat socket closes (1011).  chatauth.W008 checks this.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                "prefix": REDIS_PREFIX or "asgi",
+            },
         }
     }
 else:

@@ -141,3 +141,38 @@ async def test_redis_down_fails_closed(user):
             await tokens.averify_token(raw)
         fresh = str((await sync_to_async(tokens.issue_pair)(user)).access)
         assert (await tokens.averify_token(fresh)).identifier == "alice"
+
+
+def test_closed_loops_do_not_keep_clients(on_redis):
+    on_redis.set("k", 7)
+    for _ in range(5):
+        assert asyncio.run(chatauth_cache.aget_many(["k"])) == {"k": 7}
+    # Each new loop's first read drops the entries of loops already closed.
+    assert len(chatauth_cache._async_clients) <= 1
+
+
+async def test_a_burst_shares_a_bounded_pool(on_redis):
+    on_redis.set("k", 7)
+    results = await asyncio.gather(
+        *(chatauth_cache.aget_many(["k"]) for _ in range(200))
+    )
+    assert results == [{"k": 7}] * 200
+    client, _ = chatauth_cache._async_reader(chatauth_cache.get_cache())
+    pool = client.connection_pool
+    opened = len(pool._available_connections) + len(pool._in_use_connections)
+    assert 0 < opened <= chatauth_cache.ASYNC_MAX_CONNECTIONS
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"retry_on_timeout": True}, {"pool_class": "redis.BlockingConnectionPool"}],
+)
+async def test_unusual_redis_setups_keep_the_sync_path(options, user):
+    require_service("Redis", "127.0.0.1", 6379)
+    config = redis_caches(REDIS)
+    config["redis"]["OPTIONS"] = options
+    with override_settings(CACHES=config, CHATAUTH={"CACHE_ALIAS": "redis"}):
+        assert await chatauth_cache.aget_many(["k"]) is None
+        raw = str((await sync_to_async(tokens.issue_pair)(user)).access)
+        assert (await tokens.averify_token(raw)).identifier == "alice"
+        await sync_to_async(chatauth_cache.get_cache().clear)()

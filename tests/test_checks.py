@@ -140,3 +140,55 @@ def test_bad_verified_token_cache_size(size):
         CHATAUTH={"SECRET": LONG_SECRET, "VERIFIED_TOKEN_CACHE_SIZE": size}
     ):
         assert "chatauth.E005" in ids(checks.check_settings())
+
+
+def redis_layer(*hosts) -> dict:
+    return {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": list(hosts)},
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "redis://127.0.0.1:6379/0",  # redis-py 8's default: 5 s
+        {"address": "redis://127.0.0.1:6379/0", "socket_timeout": 5},
+        "redis://127.0.0.1:6379/0?socket_timeout=2",
+    ],
+)
+def test_channel_layer_read_timeout_too_short(host):
+    with override_settings(CHANNEL_LAYERS=redis_layer(host)):
+        assert ids(checks.check_channel_layer()) == {"chatauth.W008"}
+
+
+def test_redis_default_read_timeout_is_read_from_redis_py():
+    import redis
+
+    expected = 5.0 if int(redis.__version__.split(".")[0]) >= 8 else None
+    assert checks._redis_default_socket_timeout() == expected
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        {"address": "redis://127.0.0.1:6379/0", "socket_timeout": 30},
+        {"address": "redis://127.0.0.1:6379/0", "socket_timeout": None},
+        "redis://127.0.0.1:6379/0?socket_timeout=30",
+    ],
+)
+def test_channel_layer_read_timeout_long_enough(host):
+    with override_settings(CHANNEL_LAYERS=redis_layer(host)):
+        assert ids(checks.check_channel_layer()) == set()
+
+
+def test_demo_production_settings_pass_the_layer_check():
+    result = check_deploy(
+        CHATAUTH_SECRET=LONG_SECRET, REDIS_URL="redis://127.0.0.1:6379/0"
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "chatauth.W008" not in output
+    assert "chatauth.W005" not in output and "chatauth.W006" not in output

@@ -135,3 +135,25 @@ def test_refused_tokens_are_never_remembered(user):
             tokens.verify_token(wrong)
     assert signed.size() == 0
     assert os.environ["CHATAUTH_SECRET"]  # the test really used another secret
+
+
+def test_expiry_as_pyjwt_counts_it():
+    """PyJWT compares ``int(exp)``: a fractional ``exp`` buys no extra time."""
+    now = time.time()
+    signed.put("t", {"exp": float(int(now)) + 0.99}, 10, signed.generation())
+    assert signed.get("t", 0) is None
+
+
+def test_a_check_begun_before_a_settings_change_is_not_remembered():
+    began = signed.generation()
+    signed.clear()  # what settings.reload() does
+    signed.put("t", {"exp": time.time() + 60}, 10, began)
+    assert signed.size() == 0
+
+
+@pytest.mark.parametrize("size", ["4096", None, 1.5, True, -3])
+def test_a_bad_size_remembers_nothing_and_never_raises(user, size):
+    with override_settings(CHATAUTH={"VERIFIED_TOKEN_CACHE_SIZE": size}):
+        raw = fresh_access(user)
+        assert tokens.verify_token(raw).identifier == "alice"
+        assert signed.size() == 0

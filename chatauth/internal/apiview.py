@@ -108,7 +108,7 @@ class AsyncAPIView(ChatAuthAPIView):
         from asgiref.sync import sync_to_async
 
         for authenticator in request.authenticators:
-            aauthenticate = getattr(authenticator, "aauthenticate", None)
+            aauthenticate = _async_authenticate(authenticator)
             try:
                 if aauthenticate is not None:
                     result = await aauthenticate(request)
@@ -122,3 +122,15 @@ class AsyncAPIView(ChatAuthAPIView):
                 request.user, request.auth = result
                 return
         request._not_authenticated()
+
+
+def _async_authenticate(authenticator: Any) -> Any:
+    """``authenticator.aauthenticate`` if it belongs with the ``authenticate`` that
+    would run: a subclass that overrides only ``authenticate`` (say, to read a
+    cookie) must not have its parent's ``aauthenticate`` used instead."""
+    for klass in type(authenticator).__mro__:
+        if "aauthenticate" in vars(klass):
+            return authenticator.aauthenticate
+        if "authenticate" in vars(klass):
+            return None
+    return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import weakref
 from typing import TYPE_CHECKING, Any
 
 from django.core.cache import caches
@@ -62,35 +61,78 @@ def reset() -> None:
 # ``redis.asyncio`` on the caller's event loop instead: same keys (the cache's
 # ``make_key``), same values (the cache's serializer), always from the primary
 # (Django reads replicas; a revocation must be seen at once).  Writes stay on
-# Django's cache.
+# Django's cache.  Any other set-up (a subclass, another pool class, options
+# ``redis.asyncio`` may not take) keeps the sync path in a thread.
 
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-    weakref.WeakKeyDictionary()
+#: Connections one event loop may open for these reads; a burst of connects
+#: waits for a free one instead of opening one connection per socket.
+ASYNC_MAX_CONNECTIONS = 32
+#: Seconds a read may take (waiting for a connection included); past that the
+#: caller falls back to the database, as for any cache failure.
+ASYNC_READ_TIMEOUT = 2.0
+#: Cache ``OPTIONS`` that mean the same to ``redis.asyncio``.
+_ASYNC_SAFE_OPTIONS = frozenset(
+    {
+        "db",
+        "username",
+        "password",
+        "socket_timeout",
+        "socket_connect_timeout",
+        "socket_keepalive",
+        "health_check_interval",
+        "client_name",
+        "max_connections",
+        "ssl_cert_reqs",
+        "ssl_ca_certs",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "parser_class",  # the sync parser: not passed on, redis.asyncio picks its own
+    }
 )
+_async_lock = threading.Lock()
+#: loop -> (cache, client, serializer).  A plain dict, pruned of closed loops:
+#: a client's connections refer to their loop, so weak keys would never die.
+_async_clients: dict[asyncio.AbstractEventLoop, tuple[Any, Any, Any]] = {}
 
 
 def _async_reader(cache: BaseCache) -> tuple[Any, Any] | None:
     """``(redis.asyncio client, serializer)`` for ``cache`` on the running loop,
-    or None when ``cache`` is not Django's RedisCache."""
-    from django.core.cache.backends.redis import RedisCache
-
-    if not isinstance(cache, RedisCache):
-        return None
+    or None when ``cache`` has no async read here."""
     loop = asyncio.get_running_loop()
     entry = _async_clients.get(loop)
     if entry is None or entry[0] is not cache:
-        import redis.asyncio
+        client, serializer = _make_async_reader(cache) or (None, None)
+        entry = (cache, client, serializer)
+        with _async_lock:
+            for old in [old for old in _async_clients if old.is_closed()]:
+                del _async_clients[old]  # its sockets close when collected
+            _async_clients[loop] = entry
+    return None if entry[1] is None else (entry[1], entry[2])
 
-        sync_client = cache._cache  # Django's RedisCacheClient (documented options)
-        options = {
-            k: v
-            for k, v in sync_client._pool_options.items()
-            if k not in ("parser_class", "connection_class")
-        }
-        client = redis.asyncio.Redis.from_url(sync_client._servers[0], **options)
-        entry = (cache, client, sync_client._serializer)
-        _async_clients[loop] = entry
-    return entry[1], entry[2]
+
+def _make_async_reader(cache: BaseCache) -> tuple[Any, Any] | None:
+    import redis
+    import redis.asyncio
+    from django.core.cache.backends.redis import RedisCache, RedisCacheClient
+
+    if type(cache) is not RedisCache:
+        return None
+    sync_client = cache._cache
+    if (
+        type(sync_client) is not RedisCacheClient
+        or sync_client._pool_class is not redis.ConnectionPool
+        or not set(sync_client._pool_options) <= _ASYNC_SAFE_OPTIONS
+    ):
+        return None
+    options = dict(sync_client._pool_options)
+    options.pop("parser_class", None)
+    options["max_connections"] = min(
+        options.get("max_connections") or ASYNC_MAX_CONNECTIONS, ASYNC_MAX_CONNECTIONS
+    )
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        sync_client._servers[0], timeout=ASYNC_READ_TIMEOUT, **options
+    )
+    return redis.asyncio.Redis(connection_pool=pool), sync_client._serializer
 
 
 async def aget_many(keys: list[str]) -> dict[str, Any] | None:
@@ -105,7 +147,8 @@ async def aget_many(keys: list[str]) -> dict[str, Any] | None:
         return None
     client, serializer = reader
     made = [cache.make_and_validate_key(key) for key in keys]
-    values = await client.mget(made)
+    async with asyncio.timeout(ASYNC_READ_TIMEOUT):
+        values = await client.mget(made)
     return {
         key: serializer.loads(value)
         for key, value in zip(keys, values, strict=True)
