@@ -67,8 +67,8 @@ def reset() -> None:
 #: Connections one event loop may open for these reads; a burst of connects
 #: waits for a free one instead of opening one connection per socket.
 ASYNC_MAX_CONNECTIONS = 32
-#: Seconds a read may take (waiting for a connection included); past that the
-#: caller falls back to the database, as for any cache failure.
+#: Seconds a read, a connect, or the wait for a free connection may take; past
+#: that the caller falls back to the database, as for any cache failure.
 ASYNC_READ_TIMEOUT = 2.0
 #: Cache ``OPTIONS`` that mean the same to ``redis.asyncio``.
 _ASYNC_SAFE_OPTIONS = frozenset(
@@ -129,6 +129,10 @@ def _make_async_reader(cache: BaseCache) -> tuple[Any, Any] | None:
     options["max_connections"] = min(
         options.get("max_connections") or ASYNC_MAX_CONNECTIONS, ASYNC_MAX_CONNECTIONS
     )
+    # A read (or connect) that hangs ends as a failure: the database decides.
+    for name in ("socket_timeout", "socket_connect_timeout"):
+        if options.get(name) is None or options[name] > ASYNC_READ_TIMEOUT:
+            options[name] = ASYNC_READ_TIMEOUT
     pool = redis.asyncio.BlockingConnectionPool.from_url(
         sync_client._servers[0], timeout=ASYNC_READ_TIMEOUT, **options
     )
@@ -147,8 +151,7 @@ async def aget_many(keys: list[str]) -> dict[str, Any] | None:
         return None
     client, serializer = reader
     made = [cache.make_and_validate_key(key) for key in keys]
-    async with asyncio.timeout(ASYNC_READ_TIMEOUT):
-        values = await client.mget(made)
+    values = await client.mget(made)
     return {
         key: serializer.loads(value)
         for key, value in zip(keys, values, strict=True)
