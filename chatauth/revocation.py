@@ -144,10 +144,11 @@ def check(verified: VerifiedToken, *, cache_only: bool = False) -> VerifiedToken
         if cache_only:
             raise NeedsDatabase()
         verified = _resolve_chainlit_user(verified)
-    cached = _cache_get_many(_keys(verified))
+    keys = _keys(verified)
+    cached = _cache_get_many(keys)
     if cache_only:
-        return _decide_cached(verified, cached)
-    deny_key, user_key = _keys(verified)
+        return _decide_cached(verified, keys, cached)
+    deny_key, user_key = keys
     denied = cached.get(deny_key, _MISSING)
     if denied is _MISSING:
         denied = RevokedToken.objects.filter(key=verified.key).exists()
@@ -174,18 +175,21 @@ async def acheck_cached(verified: VerifiedToken) -> VerifiedToken:
     """
     if verified.user_pk is None:
         raise NeedsDatabase()
+    keys = _keys(verified)
     try:
-        cached = await aget_many(_keys(verified))
+        cached = await aget_many(keys)
     except Exception:  # a cache outage decides nothing: the full check runs
         logger.warning("cache unavailable; checking revocation in the database")
         raise NeedsDatabase() from None
     if cached is None:
         raise NeedsDatabase()
-    return _decide_cached(verified, cached)
+    return _decide_cached(verified, keys, cached)
 
 
-def _decide_cached(verified: VerifiedToken, cached: dict[str, Any]) -> VerifiedToken:
-    deny_key, user_key = _keys(verified)
+def _decide_cached(
+    verified: VerifiedToken, keys: list[str], cached: dict[str, Any]
+) -> VerifiedToken:
+    deny_key, user_key = keys
     if deny_key not in cached or user_key not in cached:
         raise NeedsDatabase()
     if cached[deny_key]:

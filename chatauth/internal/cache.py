@@ -7,12 +7,29 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from django.core.cache import caches
+from django.core.cache.backends.locmem import LocMemCache
 
 if TYPE_CHECKING:
     from django.core.cache.backends.base import BaseCache
 
 _lock = threading.Lock()
-_cache: tuple[str, BaseCache] | None = None
+#: (alias, cache, whether it is process memory), made once per process.
+_cache: tuple[str, BaseCache, bool] | None = None
+
+
+def _current() -> tuple[str, BaseCache, bool]:
+    from chatauth.conf import settings
+
+    global _cache
+    alias = settings.CACHE_ALIAS
+    current = _cache
+    if current is None or current[0] != alias:
+        with _lock:
+            if _cache is None or _cache[0] != alias:
+                cache = caches.create_connection(alias)
+                _cache = (alias, cache, isinstance(cache, LocMemCache))
+            current = _cache
+    return current
 
 
 def get_cache() -> BaseCache:
@@ -25,25 +42,13 @@ def get_cache() -> BaseCache:
     thread-safe, so one shared object serves every request.  Local-memory caches
     share their storage by name, so this object sees what ``caches[alias]`` sees.
     """
-    from chatauth.conf import settings
-
-    global _cache
-    alias = settings.CACHE_ALIAS
-    current = _cache
-    if current is None or current[0] != alias:
-        with _lock:
-            if _cache is None or _cache[0] != alias:
-                _cache = (alias, caches.create_connection(alias))
-            current = _cache
-    return current[1]
+    return _current()[1]
 
 
 def is_local() -> bool:
     """True when the cache is this process's memory: reading it does no I/O, so
     an event loop may read it without a thread hop."""
-    from django.core.cache.backends.locmem import LocMemCache
-
-    return isinstance(get_cache(), LocMemCache)
+    return _current()[2]
 
 
 def reset() -> None:
