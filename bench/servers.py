@@ -13,17 +13,16 @@ import contextlib
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
-from tests.servers import ROOT, Server, free_port, manage, migrate, server_env
+from tests.servers import Server, manage, migrate, server_env
+from tests.servers import start_server as start_uvicorn
 
 SETTINGS = "bench.site.settings"
 APP = "bench.site.asgi:application"
@@ -111,32 +110,14 @@ def start_server(
     timeout: float = 60,
 ) -> Server:
     """Start uvicorn on a free loopback port; return once it answers HTTP."""
-    port = free_port()
-    log = log_dir / f"server-{port}.log"
-    command = [
-        sys.executable, "-m", "uvicorn", app,
-        "--host", "127.0.0.1", "--port", str(port),
-        "--workers", str(workers), "--log-level", "warning",
-    ]  # fmt: skip
-    with log.open("wb") as handle:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT
-        )
-    server = Server(port, process, log, env)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{server.output()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                pass
-            # Accepting is not serving: with several workers, wait for an answer.
-            httpx.get(f"{server.url}/auth/config", timeout=5)
-            return server
-        except (OSError, httpx.HTTPError):
-            time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"server did not start in {timeout}s:\n{server.output()}")
+    return start_uvicorn(
+        env,
+        log_dir,
+        app=app,
+        workers=workers,
+        timeout=timeout,
+        ready_path="/auth/config",
+    )
 
 
 _workspace: Workspace | None = None

@@ -16,6 +16,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "e2e-secret-" + "e" * 40
 
@@ -46,27 +48,29 @@ def server_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def migrate(env: dict[str, str]) -> None:
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        timeout=120,
-    )
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
+def run_manage(
+    env: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    """``manage.py *args`` in ``env``; its result whatever the exit status."""
+    return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
         env=env,
-        check=True,
-        timeout=60,
+        timeout=timeout,
         capture_output=True,
         text=True,
     )
+
+
+def manage(env: dict[str, str], *args: str, timeout: float = 60) -> str:
+    """``manage.py *args`` in ``env``; its output, or CalledProcessError."""
+    result = run_manage(env, *args, timeout=timeout)
+    result.check_returncode()
     return result.stdout
+
+
+def migrate(env: dict[str, str]) -> None:
+    manage(env, "migrate", "--noinput", "-v0", timeout=120)
 
 
 def stop_process(process: subprocess.Popen) -> None:
@@ -115,31 +119,30 @@ class Server:
 
 
 def start_server(
-    env: dict[str, str], tmp_dir: Path, *, timeout: float = 30, port: int | None = None
+    env: dict[str, str],
+    tmp_dir: Path,
+    *,
+    timeout: float = 30,
+    port: int | None = None,
+    app: str = "project.asgi:application",
+    workers: int = 1,
+    ready_path: str | None = None,
 ) -> Server:
-    """Start ``uvicorn project.asgi:application`` and wait until it accepts
-    (on ``port``, e.g. a stopped server's to bring it back, else a free one)."""
+    """Start uvicorn serving ``app`` and wait until it accepts (on ``port``, e.g.
+    a stopped server's to bring it back, else a free one); with ``ready_path``,
+    until that path answers HTTP (with several workers, accepting is not
+    serving)."""
     port = port or free_port()
     log = tmp_dir / f"server-{port}-{uuid.uuid4().hex[:6]}.log"
-    handle = log.open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "project.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-    )
+    command = [
+        sys.executable, "-m", "uvicorn", app,
+        "--host", "127.0.0.1", "--port", str(port),
+        "--workers", str(workers), "--log-level", "warning",
+    ]  # fmt: skip
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT
+        )
     server = Server(port, process, log, env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -147,8 +150,11 @@ def start_server(
             raise RuntimeError(f"server exited early:\n{server.output()}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return server
-        except OSError:
+                pass
+            if ready_path is not None:
+                httpx.get(server.url + ready_path, timeout=5)
+            return server
+        except (OSError, httpx.HTTPError):
             time.sleep(0.1)
     server.stop()
     raise RuntimeError(f"server did not start in {timeout}s:\n{server.output()}")

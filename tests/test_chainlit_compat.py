@@ -38,7 +38,7 @@ from chatauth.constants import TokenType
 from chatauth.models import APIKey, Profile
 from chatauth.tokens import issue_copilot_token, verify_token
 from tests.conftest import REQUIRE_SERVICES
-from tests.servers import free_port
+from tests.servers import free_port, stop_process
 
 # The first run builds the Chainlit virtualenv inside the fixture (about a minute).
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(600)]
@@ -167,12 +167,7 @@ def chainlit(tmp_path_factory):
         print(f"\nChainlit {version} at {url}")
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process)
         log.close()
 
 

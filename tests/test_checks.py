@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 from django.test import override_settings
 
 from chatauth import checks
-from tests.servers import ROOT, server_env
+from tests.servers import run_manage, server_env
 
 LONG_SECRET = "a-long-enough-secret-" + "z" * 40
 
@@ -94,14 +93,7 @@ def check_deploy(**env: str) -> subprocess.CompletedProcess:
     for name in ("DJANGO_SECURE_COOKIES", "CHATAUTH_SECRET", "CHAINLIT_AUTH_SECRET"):
         environment.pop(name, None)
     environment.update({k: v for k, v in env.items() if v is not None})
-    return subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy"],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_manage(environment, "check", "--deploy")
 
 
 def test_check_deploy_passes_with_a_secret():

@@ -7,12 +7,10 @@ pip-audit) before pytest; this one needs the settings, so it is a test.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.servers import ROOT, server_env
+from tests.servers import run_manage, server_env
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -20,14 +18,7 @@ pytestmark = pytest.mark.timeout(60)
 def check_deploy(**env: str) -> tuple[int, set[str], str]:
     environment = server_env(DATABASE_URL="sqlite:///:memory:", **env)
     environment = {k: v for k, v in environment.items() if v is not None}
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy"],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_manage(environment, "check", "--deploy")
     output = result.stdout + result.stderr
     return (
         result.returncode,
