@@ -19,6 +19,7 @@ from django.http import HttpRequest
 from chatauth import hooks
 from chatauth.conf import settings
 from chatauth.exceptions import HookError
+from chatauth.identifiers import InvalidIdentifier, normalize
 from chatauth.internal.calls import acall
 from chatauth.models import Profile
 
@@ -102,33 +103,57 @@ class DefaultAdapter:
     def get_or_create_user(
         self, chat_user: hooks.User, *, update: bool = True
     ) -> AbstractBaseUser:
-        """Persist a callback's user: ``identifier`` is the ``USERNAME_FIELD``;
-        display name and metadata go to the profile (overwritten when ``update``)."""
+        """Persist a callback's user: its identifier, normalised
+        (:func:`chatauth.identifiers.normalize`), is the ``USERNAME_FIELD``;
+        display name and metadata go to the profile -- a new user's always, an
+        existing user's when ``update`` (the caller speaks for the user: its
+        callback, trusted proxy or provider).  Raises :class:`HookError` for an
+        identifier or metadata no user can have."""
         User = get_user_model()
         field = User.USERNAME_FIELD
         max_length = getattr(User._meta.get_field(field), "max_length", None)
-        if max_length and len(chat_user.identifier) > max_length:
-            raise HookError("Identifier is too long for the user model.")
+        identifier = normalize(chat_user.identifier, max_length)
         try:
             encoded = json.dumps(chat_user.metadata)
         except (TypeError, ValueError) as e:  # JSONField would raise mid-save
             raise HookError("User metadata is not plain JSON.") from e
-        # PostgreSQL text and jsonb cannot hold NUL: refuse it here, as a clean
-        # error, instead of a database exception in the middle of a login.
-        if "\x00" in chat_user.identifier or "\\u0000" in encoded:
-            raise HookError("A user's identifier or metadata holds a NUL character.")
-        try:
-            with transaction.atomic():
-                user, created = User._default_manager.get_or_create(
-                    **{field: chat_user.identifier},
-                    defaults=self.new_user_fields(chat_user),
-                )
-        except IntegrityError:  # created concurrently by another request
-            user = User._default_manager.get(**{field: chat_user.identifier})
-            created = False
+        # PostgreSQL jsonb cannot hold NUL: refuse it here, as a clean error,
+        # instead of a database exception in the middle of a login.
+        if "\\u0000" in encoded:
+            raise HookError("A user's metadata holds a NUL character.")
+        chat_user = hooks.User(identifier, chat_user.display_name, chat_user.metadata)
+        user = self.find_user(identifier)
+        created = False
+        if user is None:
+            try:
+                with transaction.atomic():
+                    user, created = User._default_manager.get_or_create(
+                        **{field: identifier},
+                        defaults=self.new_user_fields(chat_user),
+                    )
+            except IntegrityError:  # created concurrently by another request
+                user = User._default_manager.get(**{field: identifier})
         if created or update:
             self.save_profile(user, chat_user)
         return user
+
+    def find_user(self, identifier: str) -> AbstractBaseUser | None:
+        """The user a normalised ``identifier`` names, or None.
+
+        Exactly, else (``IDENTIFIER_CASE = "fold"``) case-insensitively, for
+        users created before identifiers were normalised; two such users are
+        one identity too many: refused."""
+        User = get_user_model()
+        field = User.USERNAME_FIELD
+        found = User._default_manager.filter(**{field: identifier}).first()
+        if found is not None or settings.IDENTIFIER_CASE != "fold":
+            return found
+        matches = list(
+            User._default_manager.filter(**{f"{field}__iexact": identifier})[:2]
+        )
+        if len(matches) > 1:
+            raise InvalidIdentifier("several users have it, in different cases")
+        return matches[0] if matches else None
 
     def new_user_fields(self, chat_user: hooks.User) -> dict[str, Any]:
         """Extra fields for a user created from a callback (no usable password)."""
@@ -137,15 +162,70 @@ class DefaultAdapter:
         return {"password": make_password(None)}
 
     def save_profile(self, user: AbstractBaseUser, chat_user: hooks.User) -> Profile:
-        profile, _ = Profile.objects.update_or_create(
-            user=user,
-            defaults={
-                # The column holds 255 (PostgreSQL enforces it, SQLite does not).
-                "display_name": (chat_user.display_name or "")[:255],
-                "metadata": chat_user.metadata or {},
-            },
-        )
+        """Store ``chat_user``'s display name and metadata on ``user``'s profile.
+        A display name of None keeps the one stored (it says nothing)."""
+        defaults: dict[str, Any] = {"metadata": chat_user.metadata or {}}
+        if chat_user.display_name is not None:
+            # The column holds 255 (PostgreSQL enforces it, SQLite does not).
+            defaults["display_name"] = chat_user.display_name[:255]
+        profile, _ = Profile.objects.update_or_create(user=user, defaults=defaults)
         return profile
+
+    # --- OAuth account linking ----------------------------------------------------
+
+    def may_link_oauth(
+        self,
+        user: AbstractBaseUser,
+        *,
+        provider: str,
+        email: str | None,
+        identifier_chosen: bool,
+    ) -> bool:
+        """Runs on a first OAuth login whose identity names an existing local
+        ``user`` (its identifier, or the email the provider verified, ``email``;
+        None when it did not verify one).  True joins the identity to that
+        account; False refuses the login (``account_exists``).
+
+        By default, as django-allauth: never, unless ``OAUTH_LINK_BY_EMAIL`` is
+        on -- whoever created that account may not be its owner ("pre-account
+        hijacking": an attacker registers the victim's address with a password
+        of their own, and it would still log in after the merge).  Then the
+        provider must have verified the email, the local account must have
+        verified it too (:meth:`email_verified`), and staff or superusers are
+        joined only with ``OAUTH_LINK_STAFF``.  An ``oauth_callback`` that chose
+        the identifier itself (``identifier_chosen``) is developer code deciding:
+        it joins, staff still only with ``OAUTH_LINK_STAFF``.
+        """
+        privileged = getattr(user, "is_staff", False) or getattr(
+            user, "is_superuser", False
+        )
+        if privileged and not settings.OAUTH_LINK_STAFF:
+            return False
+        if identifier_chosen:
+            return True
+        return bool(
+            settings.OAUTH_LINK_BY_EMAIL and email and self.email_verified(user, email)
+        )
+
+    def email_verified(self, user: AbstractBaseUser, email: str) -> bool:
+        """Whether ``email`` is ``user``'s own, verified (Django itself never
+        verifies an address).  By default: a provider verified it on another of
+        the user's linked accounts, or django-allauth (when installed) has it as
+        verified.  Override to consult your own verification."""
+        from django.apps import apps
+
+        from chatauth.models import OAuthAccount
+
+        if OAuthAccount.objects.filter(
+            user=user, email__iexact=email, email_verified=True
+        ).exists():
+            return True
+        if apps.is_installed("allauth.account"):
+            EmailAddress = apps.get_model("account", "EmailAddress")
+            return EmailAddress.objects.filter(
+                user=user, email__iexact=email, verified=True
+            ).exists()
+        return False
 
     def user_claims(self, user: AbstractBaseUser) -> dict[str, Any]:
         """``identifier``, ``display_name`` and ``metadata`` as tokens and ``auth/me``

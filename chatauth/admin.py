@@ -1,20 +1,27 @@
-"""Admin for every chatauth model, and chatauth's part of the user's own page."""
+"""Admin for every chatauth model, and chatauth's part of the user's own page.
+
+Every action declares the permission it needs (a view-only staff user sees
+none of them) and ends credentials through the same code as every other path,
+so the audit log names the staff member who ran it (its ``actor``).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin, messages
-from django.contrib.auth import get_user_model
+from django.contrib import admin
+from django.contrib.auth import get_permission_codename, get_user_model
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils import timezone
+from django.template.response import TemplateResponse
+from django.utils.cache import add_never_cache_headers
 from django.utils.translation import gettext_lazy as _
 
-from chatauth import revocation
+from chatauth import flows
 from chatauth.models import (
     APIKey,
     AuditEvent,
+    AuditTrail,
     ChatSession,
     OAuthAccount,
     Profile,
@@ -23,6 +30,8 @@ from chatauth.models import (
 from chatauth.sessions import close_session
 
 RECENT_AUDIT_ROWS = 20
+#: What an API key may mint for (see ``APIKey.may_mint_for``).
+SCOPE_FIELDS = ("identifiers", "group", "may_mint_for_staff", "may_update_profiles")
 
 
 class ReadOnlyMixin:
@@ -39,32 +48,46 @@ class ReadOnlyMixin:
 # --- Actions shared by the user page and the session list -------------------------
 
 
-def logout_everywhere(users: Any, request: HttpRequest) -> int:
+def can_change_users(request: HttpRequest) -> bool:
+    """Logging users out or deactivating them changes users: the user model's
+    ``change`` permission."""
+    opts = get_user_model()._meta
+    codename = get_permission_codename("change", opts)
+    return request.user.has_perm(f"{opts.app_label}.{codename}")
+
+
+def logout_everywhere(users: Any) -> int:
     count = 0
     for user in users:
-        revocation.revoke_user(user, reason="admin")
+        flows.logout_everywhere(user, reason="admin")
         count += 1
     return count
 
 
-@admin.action(description=_("Log selected users out everywhere"))
+@admin.action(
+    description=_("Log selected users out everywhere"), permissions=["change"]
+)
 def logout_users_everywhere(
     modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
 ) -> None:
-    count = logout_everywhere(queryset, request)
+    count = logout_everywhere(queryset)
     modeladmin.message_user(request, f"Logged {count} user(s) out everywhere.")
 
 
-@admin.action(description=_("Deactivate selected users (their tokens stop at once)"))
+@admin.action(
+    description=_("Deactivate selected users (their tokens stop at once)"),
+    permissions=["change"],
+)
 def deactivate_users(
     modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
 ) -> None:
     count = 0
     for user in queryset:
-        if hasattr(user, "is_active"):
+        if getattr(user, "is_active", False):
             user.is_active = False
-            user.save(update_fields=["is_active"])  # post_save drops cached state
-            revocation.revoke_user(user, reason="deactivated")
+            # save(), not update(): chatauth.lifecycle ends the user's tokens,
+            # web sessions and sockets on the save signal, as for any path.
+            user.save(update_fields=["is_active"])
             count += 1
     modeladmin.message_user(request, f"Deactivated {count} user(s).")
 
@@ -72,11 +95,15 @@ def deactivate_users(
 # --- Inlines on the user page ------------------------------------------------------
 
 
+#: Set by revocations only: clearing them would bring ended credentials back.
+NOT_BEFORE = ("tokens_not_before", "sessions_not_before")
+
+
 class ProfileInline(admin.StackedInline):
     model = Profile
     can_delete = False
-    fields = ("display_name", "metadata", "tokens_not_before")
-    readonly_fields = ("tokens_not_before",)
+    fields = ("display_name", "metadata", *NOT_BEFORE)
+    readonly_fields = NOT_BEFORE
 
 
 class OAuthAccountInline(ReadOnlyMixin, admin.TabularInline):
@@ -153,6 +180,7 @@ class ProfileAdmin(admin.ModelAdmin):
     list_display = ("user", "display_name", "tokens_not_before", "updated_at")
     search_fields = ("display_name",)
     raw_id_fields = ("user",)
+    readonly_fields = NOT_BEFORE
 
 
 @admin.register(OAuthAccount)
@@ -165,9 +193,26 @@ class OAuthAccountAdmin(admin.ModelAdmin):
 
 @admin.register(APIKey)
 class APIKeyAdmin(admin.ModelAdmin):
-    list_display = ("name", "prefix", "user", "created_at", "last_used_at", "active")
+    list_display = (
+        "name",
+        "prefix",
+        "identifiers",
+        "group",
+        "may_mint_for_staff",
+        "may_update_profiles",
+        "last_used_at",
+        "active",
+    )
     readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
-    fields = ("name", "user", *readonly_fields)
+    fields = (
+        "name",
+        "user",
+        "identifiers",
+        "group",
+        "may_mint_for_staff",
+        "may_update_profiles",
+        *readonly_fields,
+    )
     search_fields = ("name", "prefix")
     raw_id_fields = ("user",)
     actions = ["revoke_keys"]
@@ -179,21 +224,38 @@ class APIKeyAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: APIKey, form: Any, change: bool):
         if change:
             return super().save_model(request, obj, form, change)
-        key, raw = APIKey.objects.create_key(obj.name, user=obj.user)
+        scope = {name: getattr(obj, name) for name in SCOPE_FIELDS}
+        key, raw = APIKey.objects.create_key(obj.name, user=obj.user, **scope)
         obj.pk, obj.prefix, obj.hashed_key = key.pk, key.prefix, key.hashed_key
         obj.created_at = key.created_at
-        # Shown once, to the admin who created it; only its hash is stored.
-        self.message_user(
-            request,
-            f"API key for {key.name}: {raw} — copy it now, it will not be shown again.",
-            messages.WARNING,
-        )
+        obj._raw_key = raw  # for response_add, this response only
 
-    @admin.action(description=_("Revoke selected keys"))
-    def revoke_keys(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = queryset.filter(revoked_at__isnull=True).update(
-            revoked_at=timezone.now()
+    def response_add(
+        self, request: HttpRequest, obj: APIKey, post_url_continue: Any = None
+    ) -> Any:
+        """The new key, once, in this response's body: not through Django's
+        messages, which the default storage keeps in a (signed, readable)
+        cookie; only its hash is stored."""
+        raw = getattr(obj, "_raw_key", None)
+        if raw is None:
+            return super().response_add(request, obj, post_url_continue)
+        response = TemplateResponse(
+            request,
+            "admin/chatauth/apikey/created.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "key": obj,
+                "raw": raw,
+                "title": _("API key created"),
+            },
         )
+        add_never_cache_headers(response)
+        return response
+
+    @admin.action(description=_("Revoke selected keys"), permissions=["change"])
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = queryset.revoke()
         self.message_user(request, f"Revoked {count} key(s).")
 
 
@@ -216,20 +278,26 @@ class ChatSessionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    @admin.action(description=_("Close selected sessions"))
+    @admin.action(description=_("Close selected sessions"), permissions=["change"])
     def close_sessions(self, request: HttpRequest, queryset: QuerySet) -> None:
         rows = list(queryset.filter(closed_at__isnull=True))
         for row in rows:
             close_session(row, reason="admin")
         self.message_user(request, f"Closed {len(rows)} session(s).")
 
-    @admin.action(description=_("Log the sessions' users out everywhere"))
+    @admin.action(
+        description=_("Log the sessions' users out everywhere"),
+        permissions=["logout"],
+    )
     def logout_session_users(self, request: HttpRequest, queryset: QuerySet) -> None:
         users = get_user_model()._default_manager.filter(
             pk__in=queryset.values("user_id")
         )
-        count = logout_everywhere(users, request)
+        count = logout_everywhere(users)
         self.message_user(request, f"Logged {count} user(s) out everywhere.")
+
+    def has_logout_permission(self, request: HttpRequest) -> bool:
+        return can_change_users(request)
 
 
 @admin.register(AuditEvent)
@@ -242,11 +310,37 @@ class AuditEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "success",
         "reason",
         "ip",
+        "count",
+        "actor",
     )
     list_filter = ("event", "method", "success", "created_at")
-    search_fields = ("identifier", "ip", "token_id", "reason")
+    search_fields = ("identifier", "ip", "token_id", "reason", "actor")
     date_hierarchy = "created_at"
     list_select_related = ("user",)
+
+
+@admin.register(AuditTrail)
+class AuditTrailAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """The audit log with every chat session's opening and end among its
+    events (a database view: nothing here is stored twice)."""
+
+    list_display = (
+        "created_at",
+        "event",
+        "user",
+        "identifier",
+        "method",
+        "success",
+        "reason",
+        "ip",
+        "count",
+        "actor",
+    )
+    list_filter = ("event", "method", "success")
+    search_fields = ("identifier", "ip", "token_id", "reason", "actor")
+    date_hierarchy = "created_at"
+    list_select_related = ("user",)
+    show_full_result_count = False  # a COUNT over the whole view on every page
 
 
 extend_user_admin()

@@ -8,7 +8,9 @@ class ChatAuthConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from chatauth import audit, checks, copilot, revocation, schema  # noqa: F401
+        # Modules whose receivers and checks register on import.
+        from chatauth import audit, checks, lifecycle, schema, websessions  # noqa: F401
         from chatauth.hooks import load_hooks
 
+        lifecycle.connect()
         load_hooks()

@@ -3,14 +3,25 @@
 Rows are written by receivers of Django's auth signals and of
 :mod:`chatauth.signals`, so every login path is audited the same way.  Only ids
 reach a row: never a password, a whole token, an API key or the secret.
+
+Each row names its *actor* when someone other than the user may have caused it
+(:func:`current_actor`): the request's authenticated user (a staff member in the
+admin: set by :class:`chatauth.middleware.SessionRevocationMiddleware` for every
+request), a management command (``command:<name>``), an identity provider, or
+``system``.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
 import logging
-from collections.abc import Iterator
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -25,18 +36,81 @@ from django.utils import timezone
 
 from chatauth import signals
 from chatauth.constants import Method
-from chatauth.internal import bulk
 from chatauth.internal.http import client_ip, scope_client, user_agent
 from chatauth.models import AuditEvent
 
 logger = logging.getLogger("chatauth.audit")
 Event = AuditEvent.Event
+MAX_ACTOR = 150
 
 
 def identifier_of(user: Any) -> str:
     if user is None:
         return ""
     return str(getattr(user, get_user_model().USERNAME_FIELD, "") or "")[:255]
+
+
+# --- Who acts ------------------------------------------------------------------
+
+_actor: ContextVar[str | Callable[[], str] | None] = ContextVar(
+    "chatauth_actor", default=None
+)
+
+
+def actor_of(user: Any) -> str:
+    """``user:<identifier>`` for an authenticated user, else ``""``."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return ""
+    identifier = getattr(user, "identifier", None) or identifier_of(user)
+    return f"user:{identifier}"[:MAX_ACTOR]
+
+
+def set_actor(actor: str | Callable[[], str]) -> Token:
+    """Name who acts in this context (a string, or a callable read only when a
+    row is written); returns a token for :func:`reset_actor`."""
+    return _actor.set(actor)
+
+
+def reset_actor(token: Token) -> None:
+    _actor.reset(token)
+
+
+@contextmanager
+def acting_as(actor: str | Callable[[], str]) -> Iterator[None]:
+    """Everything audited inside the block names ``actor``."""
+    token = set_actor(actor)
+    try:
+        yield
+    finally:
+        reset_actor(token)
+
+
+def current_actor() -> str:
+    """Who acts now: what :func:`acting_as` said, else this process's command
+    (``command:changepassword``, ``command:shell``), else ``system``."""
+    actor = _actor.get()
+    if actor is None:
+        return _process_actor()
+    if callable(actor):
+        try:
+            actor = actor()
+        except Exception:  # a lazy request user that cannot load any more
+            logger.warning("could not tell who acts", exc_info=True)
+            return ""
+    return str(actor)[:MAX_ACTOR]
+
+
+@functools.cache
+def _process_actor() -> str:
+    program = os.path.basename(sys.argv[0]) if sys.argv else ""
+    servers = {"runserver", "runworker"}  # their requests name their own actors
+    if (
+        program in ("manage.py", "django-admin", "django-admin.py")
+        and len(sys.argv) > 1
+        and sys.argv[1] not in servers
+    ):
+        return f"command:{sys.argv[1]}"[:MAX_ACTOR]
+    return "system"
 
 
 def record(
@@ -50,14 +124,20 @@ def record(
     request: Any = None,
     scope: dict[str, Any] | None = None,
     token_id: str = "",
+    actor: str | None = None,
 ) -> AuditEvent | None:
-    """Write one audit row.  A failing write is logged, never raised to the caller."""
+    """Write one audit row.  A failing write is logged, never raised to the caller.
+
+    ``actor``: who caused it; by default :func:`current_actor`.
+    """
     request = getattr(request, "_request", request)  # DRF Request -> HttpRequest
     if scope is not None:
         ip, ua = scope_client(scope)
     else:
         ip, ua = client_ip(request), user_agent(request)
     user_pk = getattr(user, "pk", None)
+    if user_pk is not None and _gone(user_pk):
+        user_pk = None  # being deleted: keep the identifier, not the link
     try:
         # A savepoint: a failed audit write must not poison the caller's transaction.
         with transaction.atomic():
@@ -71,6 +151,7 @@ def record(
                 ip=ip,
                 user_agent=ua,
                 token_id=token_id[:80],
+                actor=(current_actor() if actor is None else actor)[:MAX_ACTOR],
             )
     except DatabaseError:
         logger.exception("could not write audit event %s", event)
@@ -93,22 +174,61 @@ def _logged_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
 
 @receiver(user_login_failed)
 def _login_failed(sender: Any, credentials: dict[str, Any], **kwargs: Any) -> None:
-    # ``credentials`` was cleansed by Django (the password is ``****``); only the
-    # username is kept, and only as typed, truncated.
+    from chatauth import throttling
+
+    # ``credentials`` was cleansed by Django (the password is ``****``); the
+    # username is kept only if it names an account (see ``typed_identifier``).
     method = kwargs.get("method", "")
-    if not method and sender == "django.contrib.auth":
+    reason = kwargs.get("reason", "")
+    if sender == "django.contrib.auth":
         # Sent by authenticate() itself, which is always given credentials: a
         # password login (chatauth's own, the admin's or another login form).
-        method = Method.PASSWORD
+        method = method or Method.PASSWORD
+        if throttling.take_refusal() is not None:
+            reason = "throttled"  # refused by chatauth.backends before any check
+    username = str(credentials.get("username", ""))
+    if reason == "throttled":
+        # Nothing was checked: counted, not stored one row each.
+        refusals.count(
+            Event.LOGIN_FAILED,
+            reason=reason,
+            method=method,
+            identifier=typed_identifier(username),
+            request=kwargs.get("request"),
+            scope=kwargs.get("scope"),
+        )
+        return
     record(
         Event.LOGIN_FAILED,
-        identifier=str(credentials.get("username", ""))[:255],
+        identifier=typed_identifier(username),
         method=method,
         success=False,
-        reason=kwargs.get("reason", "invalid_credentials"),
+        reason=reason or "invalid_credentials",
         request=kwargs.get("request"),
         scope=kwargs.get("scope"),
+        actor="",
     )
+
+
+def typed_identifier(username: str) -> str:
+    """What a failed login row keeps of the username typed: itself when it
+    names an account, else a keyed hash -- people type their password into
+    the username box, and the audit log must never hold one.  The hash still
+    lets an operator see the same unknown name tried again and again."""
+    from django.utils.crypto import salted_hmac
+
+    username = username[:255]
+    User = get_user_model()
+    try:
+        exists = User._default_manager.filter(
+            **{User.USERNAME_FIELD: username}
+        ).exists()
+    except (ValueError, TypeError, DatabaseError):  # e.g. a NUL on PostgreSQL
+        exists = False
+    if exists:
+        return username
+    digest = salted_hmac("chatauth.audit.typed_identifier", username).hexdigest()
+    return f"~{digest[:24]}"
 
 
 @receiver(user_logged_out)
@@ -116,7 +236,7 @@ def _logged_out(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     record(
         Event.LOGOUT,
         user=user,
-        method=kwargs.get("method", ""),
+        method=kwargs.get("method") or Method.SESSION,
         reason="everywhere" if kwargs.get("everywhere") else "",
         request=request,
         scope=kwargs.get("scope"),
@@ -129,9 +249,25 @@ def _refreshed(sender: Any, user: Any, old_jti: str, request: Any, **kw: Any) ->
     record(Event.REFRESH, user=user, method="token", request=request, token_id=old_jti)
 
 
+@receiver(signals.refresh_token_reused)
+def _reused(sender: Any, user_pk: Any, jti: str, request: Any, **kw: Any) -> None:
+    record(
+        Event.REFRESH_REUSED,
+        user=get_user_model()(pk=user_pk) if user_pk else None,
+        identifier=kw.get("identifier", ""),
+        method="token",
+        success=False,
+        reason="family_revoked",
+        request=request,
+        token_id=jti,
+    )
+
+
 @receiver(signals.token_issued)
 def _issued(sender: Any, user: Any, token_type: str, jti: str, **kw: Any) -> None:
-    if token_type == "copilot":  # access/refresh pairs are covered by the login row
+    # Copilot and Chainlit-format tokens minted for a page or a key; access and
+    # refresh pairs are covered by the login row.
+    if token_type in ("copilot", "chainlit"):
         record(
             Event.TOKEN_ISSUED,
             user=user,
@@ -143,14 +279,35 @@ def _issued(sender: Any, user: Any, token_type: str, jti: str, **kw: Any) -> Non
 
 
 @receiver(signals.token_revoked)
-def _revoked(sender: Any, token: Any, reason: str, user_pk: Any, **kw: Any) -> None:
+def _revoked(sender: Any, key: str, reason: str, user_pk: Any, **kw: Any) -> None:
     record(
         Event.REVOKE,
+        # No query for the real row: the user may be gone (a deletion's
+        # tombstone), and only its id is kept.
         user=get_user_model()(pk=user_pk) if user_pk else None,
-        identifier=token.identifier,
+        identifier=kw.get("identifier", ""),
+        method=kw.get("kind", ""),
         reason=reason,
-        token_id=token.key,
+        token_id=key,
     )
+
+
+#: Users being deleted: rows written meanwhile keep their identifier but no link
+#: (a foreign key to a row deleted in the same transaction fails the commit).
+_deleting: set[str] = set()
+
+
+def unlink(user_pk: Any) -> None:
+    """From now on, rows about ``user_pk`` do not link to it (being deleted)."""
+    _deleting.add(str(user_pk))
+
+
+def relink(user_pk: Any) -> None:
+    _deleting.discard(str(user_pk))
+
+
+def _gone(user_pk: Any) -> bool:
+    return str(user_pk) in _deleting
 
 
 @receiver(signals.user_tokens_revoked)
@@ -158,110 +315,130 @@ def _user_revoked(sender: Any, user: Any, reason: str, **kw: Any) -> None:
     record(Event.REVOKE, user=user, reason=reason)
 
 
+@receiver(signals.chat_session_deleted)
+def _chat_session_deleted(sender: Any, session: Any, **kw: Any) -> None:
+    record(
+        Event.REVOKE,
+        user=get_user_model()(pk=session.user_id),
+        method=Method.WEBSOCKET,
+        reason="chat_session_deleted",
+        token_id=str(session.pk),
+    )
+
+
 @receiver(signals.api_key_used)
 def _api_key(sender: Any, api_key: Any, request: Any, success: bool, **kw: Any) -> None:
+    if not success:  # an unknown or revoked key: nobody we know, counted
+        refusals.count(
+            Event.API_KEY_REFUSED, reason="invalid", method="api_key", request=request
+        )
+        return
     record(
-        Event.API_KEY_USED if success else Event.API_KEY_REFUSED,
-        identifier=api_key.name if api_key else "",
+        Event.API_KEY_USED,
+        identifier=api_key.name,
         method="api_key",
-        success=success,
+        success=True,
         request=request,
     )
 
 
 @receiver(signals.auth_refused)
 def _refused(sender: Any, event: str, **kw: Any) -> None:
-    record(
+    refusals.count(
         event,
-        identifier=kw.get("identifier", ""),
-        method=kw.get("method", ""),
-        success=False,
         reason=kw.get("reason", ""),
+        method=kw.get("method", ""),
+        identifier=kw.get("identifier", ""),
         request=kw.get("request"),
         scope=kw.get("scope"),
     )
 
 
-# --- Chat sessions: written in batches by the live-session writer -----------------
+# --- Refusals: counted, written at a bounded rate ------------------------------------
 
 
-class _Batch(list[dict[str, Any]]):
-    """The rows collected by :func:`collected`, stamped with one time: the
-    moment the batch is recorded."""
+class Refusals:
+    """Refusals of clients nobody knows (bad API keys, throttled logins,
+    untrusted header logins, foreign origins, sockets without credentials,
+    refused OAuth callbacks), counted in memory per (event, reason, method,
+    identifier, address) and written as one row each, with its ``count``, at
+    most every ``AUDIT_REFUSAL_INTERVAL``: a flood costs a few rows a minute,
+    not one row per request.  A flush also runs at exit, and from
+    ``chatauth_prune``.  Past :attr:`MAX_KEYS` distinct keys in one interval,
+    further refusals are counted together without an address.
+    """
+
+    MAX_KEYS = 1000
 
     def __init__(self) -> None:
-        super().__init__()
-        self.at = timezone.now()
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str, str, str, str | None], int] = {}
+        self._timer: threading.Timer | None = None
+
+    def count(
+        self,
+        event: str,
+        *,
+        reason: str = "",
+        method: str = "",
+        identifier: str = "",
+        request: Any = None,
+        scope: dict[str, Any] | None = None,
+    ) -> None:
+        from chatauth.conf import settings
+
+        request = getattr(request, "_request", request)
+        ip = scope_client(scope)[0] if scope is not None else client_ip(request)
+        key = (event, reason[:64], method[:16], identifier[:255], ip)
+        interval = settings.AUDIT_REFUSAL_INTERVAL.total_seconds()
+        with self._lock:
+            if key not in self._counts and len(self._counts) >= self.MAX_KEYS:
+                key = (event, reason[:64], method[:16], "", None)
+            self._counts[key] = self._counts.get(key, 0) + 1
+            if self._timer is None and interval > 0:
+                self._timer = threading.Timer(interval, self._flush_in_thread)
+                self._timer.daemon = True
+                self._timer.start()
+        if interval <= 0:  # 0: one row per refusal, at once
+            self.flush()
+
+    def flush(self) -> int:
+        """Write what was counted; returns how many refusals that was."""
+        with self._lock:
+            counts, self._counts = self._counts, {}
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        if not counts:
+            return 0
+        now = timezone.now()
+        rows = [
+            AuditEvent(
+                event=event,
+                identifier=identifier,
+                method=method,
+                success=False,
+                reason=reason,
+                ip=ip,
+                count=n,
+                created_at=now,
+            )
+            for (event, reason, method, identifier, ip), n in counts.items()
+        ]
+        try:
+            AuditEvent.objects.bulk_create(rows)
+        except DatabaseError:
+            logger.exception("could not write %d refusal rows", len(rows))
+        return sum(counts.values())
+
+    def _flush_in_thread(self) -> None:
+        from django.db import close_old_connections
+
+        try:
+            self.flush()
+        finally:
+            close_old_connections()  # a timer thread, not a request thread
 
 
-_collector: ContextVar[_Batch | None] = ContextVar(
-    "chatauth_audit_collector", default=None
-)
-
-
-@contextmanager
-def collected() -> Iterator[list[dict[str, Any]]]:
-    """Collect the chat-session events sent inside the block and write them with
-    one multi-row INSERT at its end (the caller's transaction, if any, holds
-    both); the list holds each row's field values.
-
-    The live-session writer records hundreds of sessions per commit; one INSERT
-    (and savepoint) per event would cost more than the sessions themselves.
-    """
-    rows = _Batch()
-    token = _collector.set(rows)
-    try:
-        yield rows
-    finally:
-        _collector.reset(token)
-    if rows:
-        bulk.insert_rows(AuditEvent, rows)
-
-
-def _session_event(
-    event: str, session: Any, scope: dict[str, Any] | None, reason: str
-) -> None:
-    auth = (scope or {}).get("chatauth")
-    identifier = auth.token.identifier if auth is not None else ""
-    batch = _collector.get()
-    if batch is None:
-        record(
-            event,
-            user=get_user_model()(pk=session.user_id),  # no query for the real row
-            identifier=identifier,
-            method=Method.WEBSOCKET,
-            reason=reason,
-            scope=scope,
-            token_id=session.token_key,
-        )
-        return
-    # The session row holds the client's address and agent already, taken from
-    # this same scope when the socket opened: no second parse of its headers.
-    ip, ua = session.ip, session.user_agent
-    batch.append(
-        {
-            "event": event,
-            "user_id": session.user_id,
-            "identifier": identifier[:255],
-            "method": Method.WEBSOCKET,
-            "success": True,
-            "reason": reason[:64],
-            "ip": ip,
-            "user_agent": ua,
-            "token_id": session.token_key[:80],
-            "created_at": batch.at,
-        }
-    )
-
-
-@receiver(signals.chat_session_opened)
-def _session_opened(sender: Any, session: Any, scope: Any = None, **kw: Any) -> None:
-    auth = (scope or {}).get("chatauth")
-    # How the socket authenticated: header, subprotocol, cookie, session, query
-    # or message.
-    _session_event(Event.SESSION_OPENED, session, scope, auth.source if auth else "")
-
-
-@receiver(signals.chat_session_closed)
-def _session_closed(sender: Any, session: Any, code: int, **kw: Any) -> None:
-    _session_event(Event.SESSION_CLOSED, session, kw.get("scope"), str(code))
+refusals = Refusals()
+atexit.register(refusals.flush)

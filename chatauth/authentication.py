@@ -117,6 +117,9 @@ class APIKeyAuthentication(authentication.BaseAuthentication):
         )
         if key is None:
             raise InvalidCredentials("Invalid API key.", code="api_key_invalid")
+        from chatauth import audit
+
+        audit.set_actor(f"api_key:{key.name}")  # what this request does is the key's
         from django.contrib.auth.models import AnonymousUser
         from django.utils import timezone
 

@@ -9,7 +9,7 @@ from django.conf import settings as django_settings
 from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
-from chatauth.conf import IMPORT_STRINGS, settings
+from chatauth.conf import IMPORT_STRINGS, RENAMED, settings
 
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 MIN_SECRET_BYTES = 32
@@ -55,9 +55,10 @@ def check_secret(app_configs: Any = None, **kwargs: Any) -> list:
 @register()
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
     errors: list = []
-    unknown = set(getattr(django_settings, "CHATAUTH", None) or {}) - set(
-        settings.defaults
-    )
+    unknown = set(getattr(django_settings, "CHATAUTH", None) or {}) - {
+        *settings.defaults,
+        *RENAMED.values(),
+    }
     for name in sorted(unknown):
         errors.append(
             Warning(
@@ -90,6 +91,28 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                     id="chatauth.E004",
                 )
             )
+    from chatauth.internal.http import parse_origin
+
+    for entry in settings.ALLOWED_ORIGINS:
+        if not isinstance(entry, str) or parse_origin(entry) is None:
+            errors.append(
+                Error(
+                    f"CHATAUTH['ALLOWED_ORIGINS'] entry {entry!r} is not an origin: "
+                    "it allows nothing.",
+                    hint="Origins are compared exactly: write each as "
+                    "scheme://host[:port] (e.g. 'https://app.example.com'), with "
+                    "no wildcard, path or trailing slash.",
+                    id="chatauth.E008",
+                )
+            )
+    if settings.IDENTIFIER_CASE not in ("fold", "preserve"):
+        errors.append(
+            Error(
+                f"CHATAUTH['IDENTIFIER_CASE'] = {settings.IDENTIFIER_CASE!r} is not "
+                "'fold' or 'preserve'.",
+                id="chatauth.E009",
+            )
+        )
     size = settings.VERIFIED_TOKEN_CACHE_SIZE
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         errors.append(
@@ -112,18 +135,144 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
     return errors
 
 
+MIDDLEWARE_PATH = "chatauth.middleware.SessionRevocationMiddleware"
+SESSION_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
+AUTH_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"
+
+
+@register(Tags.security)
+def check_login_doors(app_configs: Any = None, **kwargs: Any) -> list:
+    """Every door that checks a password is throttled; every Django request
+    meets the revocation of web sessions."""
+    import inspect
+
+    from django.utils.module_loading import import_string
+
+    from chatauth.backends import ThrottleMixin
+
+    errors: list = []
+    for path in getattr(django_settings, "AUTHENTICATION_BACKENDS", []):
+        try:
+            backend = import_string(path)
+        except ImportError:
+            continue  # Django's own checks and the first login report it
+        try:
+            parameters = inspect.signature(backend.authenticate).parameters
+        except (TypeError, ValueError):
+            continue
+        if issubclass(backend, ThrottleMixin):
+            continue
+        takes_password = "password" in parameters
+        takes_anything = any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+        )
+        if takes_anything and not takes_password:
+            errors.append(
+                Warning(
+                    f"The authentication backend {path!r} takes any credentials: "
+                    "if it checks passwords, they are not throttled.",
+                    hint="Add chatauth.backends.ThrottleMixin first among its "
+                    "bases if it checks passwords.",
+                    id="chatauth.W010",
+                )
+            )
+        if takes_password:
+            errors.append(
+                Error(
+                    f"The authentication backend {path!r} checks passwords "
+                    "without chatauth's throttle: the admin's and every other "
+                    "login form can be brute-forced through it.",
+                    hint="Use 'chatauth.backends.ThrottledModelBackend' instead of "
+                    "Django's ModelBackend, or add chatauth.backends.ThrottleMixin "
+                    "first among the backend's bases.",
+                    id="chatauth.E006",
+                )
+            )
+    middleware = list(getattr(django_settings, "MIDDLEWARE", None) or [])
+    if SESSION_MIDDLEWARE in middleware and MIDDLEWARE_PATH not in middleware:
+        errors.append(
+            Error(
+                f"{MIDDLEWARE_PATH} is not in MIDDLEWARE: a Django session whose "
+                "user was logged out everywhere or deactivated still opens the "
+                "admin and every other page.",
+                hint=f"Add {MIDDLEWARE_PATH!r} to MIDDLEWARE, after "
+                f"{AUTH_MIDDLEWARE!r}.",
+                id="chatauth.E007",
+            )
+        )
+    elif (
+        MIDDLEWARE_PATH in middleware
+        and SESSION_MIDDLEWARE in middleware
+        and middleware.index(MIDDLEWARE_PATH) < middleware.index(SESSION_MIDDLEWARE)
+    ):
+        errors.append(
+            Error(
+                f"{MIDDLEWARE_PATH} comes before {SESSION_MIDDLEWARE}: it cannot "
+                "see the session.",
+                hint=f"Put it after {AUTH_MIDDLEWARE!r}.",
+                id="chatauth.E007",
+            )
+        )
+    return errors
+
+
+#: Session engines whose sessions chatauth sees deleted (their model's
+#: post_delete signal): the database ones.
+DB_SESSION_ENGINES = (
+    "django.contrib.sessions.backends.db",
+    "django.contrib.sessions.backends.cached_db",
+)
+
+
+@register(Tags.security)
+def check_session_engine(app_configs: Any = None, **kwargs: Any) -> list:
+    """Copilot tokens minted for a Django session end with the session; chatauth
+    sees every end only with a database session engine."""
+    engine = getattr(django_settings, "SESSION_ENGINE", DB_SESSION_ENGINES[0])
+    if engine in DB_SESSION_ENGINES:
+        return []
+    if engine.endswith(".signed_cookies"):
+        detail = (
+            "signed-cookie sessions change key at every change and cannot be "
+            "ended on the server: copilot tokens minted for them end only with "
+            "logout(), logout everywhere or their expiry"
+        )
+    else:
+        detail = (
+            "a session flushed or deleted without logout() goes unseen: copilot "
+            "tokens minted for it live until logout everywhere or their expiry"
+        )
+    return [
+        Warning(
+            f"SESSION_ENGINE = {engine!r}: {detail}.",
+            hint="Use 'django.contrib.sessions.backends.db' or 'cached_db'.",
+            id="chatauth.W009",
+        )
+    ]
+
+
 @register(Tags.security, deploy=True)
 def check_deploy(app_configs: Any = None, **kwargs: Any) -> list:
     errors: list = []
     from django.core.cache import caches
+    from django.core.cache.backends.dummy import DummyCache
+    from django.core.cache.backends.filebased import FileBasedCache
+    from django.core.cache.backends.locmem import LocMemCache
 
-    backend = type(caches[settings.CACHE_ALIAS]).__name__
-    if backend in ("LocMemCache", "DummyCache"):
+    cache = caches[settings.CACHE_ALIAS]
+    backend = type(cache).__name__
+    if isinstance(cache, LocMemCache | DummyCache | FileBasedCache):
+        reach = (
+            "the processes of this machine"
+            if isinstance(cache, FileBasedCache)
+            else "this process"
+        )
         errors.append(
             Warning(
-                f"chatauth's cache ({settings.CACHE_ALIAS!r}) is a {backend}.",
-                hint="With several worker processes, use a shared cache (Redis) so "
-                "a revocation is seen by every worker within one request.",
+                f"chatauth's cache ({settings.CACHE_ALIAS!r}) is a {backend}: "
+                f"only {reach} can see what it holds.",
+                hint="With workers on several machines, use a shared cache (Redis) "
+                "so a revocation is seen by every worker within one request.",
                 id="chatauth.W005",
             )
         )
@@ -178,6 +327,61 @@ def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list:
                     )
                 )
     return errors
+
+
+#: What a Redis channel layer needs at least: each concurrent send, receive
+#: and group change takes a connection from its pool.
+MIN_LAYER_CONNECTIONS = 200
+
+
+@register(Tags.compatibility)
+def check_channel_layer_pool(app_configs: Any = None, **kwargs: Any) -> list:
+    """A Redis channel layer whose connection pool is small: redis-py 8.1 caps
+    a pool at 100 connections unless told otherwise, and past that a burst of
+    chat sockets is refused (1011) and closing ones cannot leave their groups."""
+    errors: list = []
+    layers = getattr(django_settings, "CHANNEL_LAYERS", {}) or {}
+    for alias, layer in layers.items():
+        if not str(layer.get("BACKEND", "")).endswith("core.RedisChannelLayer"):
+            continue
+        hosts = (layer.get("CONFIG") or {}).get("hosts") or ["redis://localhost"]
+        for host in hosts:
+            size = _pool_size(host)
+            if size is not None and size < MIN_LAYER_CONNECTIONS:
+                errors.append(
+                    Warning(
+                        f"CHANNEL_LAYERS[{alias!r}] may open only {size} Redis "
+                        "connections per worker: a burst of chat sockets past "
+                        "that is refused.",
+                        hint='Give the host more, e.g. {"address": "redis://...", '
+                        '"max_connections": 1000}.',
+                        id="chatauth.W011",
+                    )
+                )
+    return errors
+
+
+def _pool_size(host: Any) -> int | None:
+    """The connection cap redis-py will give a channels_redis ``hosts`` entry."""
+    if isinstance(host, dict) and host.get("max_connections"):
+        return int(host["max_connections"])
+    return _redis_default_pool_size()
+
+
+def _redis_default_pool_size() -> int | None:
+    import inspect
+    import re
+
+    try:
+        from redis.asyncio.connection import ConnectionPool
+    except ImportError:  # pragma: no cover - channels_redis needs redis
+        return None
+    try:
+        source = inspect.getsource(ConnectionPool.__init__)
+    except (OSError, TypeError):
+        return None
+    found = re.search(r"max_connections = max_connections or (\d+)", source)
+    return int(found[1]) if found else None  # older redis-py: no cap
 
 
 def _socket_timeout(host: Any) -> float | None:

@@ -14,6 +14,7 @@ Usage::
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -40,22 +41,38 @@ DEFAULTS: dict[str, Any] = {
     "COPILOT_TOKEN_LIFETIME": timedelta(days=15),
     # --- Chainlit compatibility ---------------------------------------------------
     "ACCEPT_CHAINLIT_TOKENS": True,
-    # A Chainlit token carries no ``iat``; for logout-everywhere it is taken to have
-    # been issued this long before its ``exp`` (Chainlit's own default lifetime).
-    "CHAINLIT_TOKEN_LIFETIME": timedelta(days=15),
+    # The longest a token minted the Chainlit way (no ``iat``) may live: one whose
+    # ``exp`` lies further ahead is refused, and its issue time is taken to be
+    # ``exp`` minus this.  So "log out everywhere" refuses every such token that
+    # was accepted at that moment.  Set it to the lifetime your minter uses
+    # (Chainlit's docs use 15 days): a token with a shorter lifetime minted
+    # within (this - its lifetime) after a logout everywhere is refused too.
+    # ``CHAINLIT_TOKEN_LIFETIME`` is the former name, still read.
+    "CHAINLIT_TOKEN_MAX_LIFETIME": timedelta(days=15),
     # --- Hooks and extension points (import strings) ---------------------------
     "HOOKS": None,  # a module holding the @chatauth.* callbacks
     "AUTODISCOVER_HOOKS": True,  # import ``chat_hooks`` from installed apps
     "ADAPTER": "chatauth.adapter.DefaultAdapter",
     "ON_MESSAGE": "chatauth.handlers.echo",
     # --- Login throttling ------------------------------------------------------
+    # Failed password checks allowed per username and per client address within
+    # the window, on every door that calls ``authenticate()`` (through
+    # ``chatauth.backends``) and on ``auth/login``.
     "LOGIN_FAILURE_LIMIT": 10,
     "LOGIN_FAILURE_WINDOW": timedelta(minutes=5),
+    # --- Audit log -------------------------------------------------------------
+    # Rows older than this are deleted by ``chatauth_prune``; None keeps them all.
+    "AUDIT_RETENTION": timedelta(days=180),
+    # Refusals of unknown clients (bad API keys, throttled logins, foreign
+    # origins, ...) are counted and written as one row per kind and address at
+    # most this often.
+    "AUDIT_REFUSAL_INTERVAL": timedelta(seconds=60),
     # --- Cache / revocation ----------------------------------------------------
     "CACHE_ALIAS": "default",
     "CACHE_PREFIX": "chatauth",
     # How long a "this token is not revoked" answer may be served from the cache
-    # before the database is asked again.
+    # before the database is asked again.  With a local-memory cache (which
+    # other processes cannot write to) at most ``HEARTBEAT_INTERVAL``.
     "DENYLIST_CACHE_TTL": timedelta(minutes=5),
     # How many tokens whose signature was checked are remembered in each process
     # (exact string, until it expires; revocation is still checked on every
@@ -74,11 +91,38 @@ DEFAULTS: dict[str, Any] = {
     "MAX_MESSAGE_BYTES": 64 * 1024,
     "MESSAGE_RATE": (30, 10),  # at most 30 messages per 10 seconds
     "MAX_PROTOCOL_ERRORS": 5,
+    # Live chat sessions per worker process (each refused over it with 4429 and
+    # the cap's name as the close reason): per user, per credential (one
+    # token, one Django session: a widget's tabs share one), per client
+    # address; and sockets of one address still authenticating.
+    "MAX_SOCKETS_PER_USER": 32,
+    "MAX_SOCKETS_PER_CREDENTIAL": 16,
+    "MAX_SOCKETS_PER_ADDRESS": 256,
+    "MAX_PENDING_SOCKETS_PER_ADDRESS": 16,
     "ALLOW_QUERY_STRING_TOKEN": False,
+    # Seconds between two heartbeats of a worker: its live chat sessions are
+    # marked alive and re-checked against the database (the sweep), so a
+    # revocation whose message was lost, or made by another process without a
+    # shared channel layer, closes the socket within one heartbeat.
     "HEARTBEAT_INTERVAL": 30,
+    # Live sessions re-checked per database round trip of the sweep.
+    "SWEEP_BATCH_SIZE": 500,
+    # --- Identities -------------------------------------------------------------
+    # How identifiers that create or find users are compared (see
+    # chatauth.identifiers): "fold" (case-insensitive; the default) or
+    # "preserve" (Unicode-normalised only).
+    "IDENTIFIER_CASE": "fold",
     # --- Header / OAuth login --------------------------------------------------
     "TRUSTED_PROXIES": [],
     "OAUTH_PROVIDERS": {},
+    # Whether a first OAuth login may join an existing local account whose
+    # email (or identifier) the provider verified as the user's: off, as in
+    # django-allauth (someone may have created that account with the victim's
+    # address and a password of their own).  When on, the local account's
+    # email must be verified too (``DefaultAdapter.email_verified``), and staff
+    # and superusers are never joined unless OAUTH_LINK_STAFF is on as well.
+    "OAUTH_LINK_BY_EMAIL": False,
+    "OAUTH_LINK_STAFF": False,
     # Seconds any one call to an OAuth provider may take (connect, read, write,
     # pool): a hung provider becomes a clean refusal, not a stuck worker.
     "OAUTH_TIMEOUT": 10,
@@ -100,15 +144,19 @@ DEFAULTS: dict[str, Any] = {
 }
 
 IMPORT_STRINGS = ("ADAPTER", "ON_MESSAGE")
+#: Former names still read: new name -> old name.
+RENAMED = {"CHAINLIT_TOKEN_MAX_LIFETIME": "CHAINLIT_TOKEN_LIFETIME"}
 TIMEDELTAS = (
     "LEEWAY",
     "ACCESS_TOKEN_LIFETIME",
     "REFRESH_TOKEN_LIFETIME",
     "COPILOT_TOKEN_LIFETIME",
-    "CHAINLIT_TOKEN_LIFETIME",
+    "CHAINLIT_TOKEN_MAX_LIFETIME",
     "LOGIN_FAILURE_WINDOW",
     "DENYLIST_CACHE_TTL",
     "OAUTH_STATE_LIFETIME",
+    "AUDIT_RETENTION",
+    "AUDIT_REFUSAL_INTERVAL",
 )
 
 
@@ -126,7 +174,11 @@ class ChatAuthSettings:
     def __getattr__(self, name: str) -> Any:
         if name not in self.defaults:
             raise AttributeError(f"Invalid chatauth setting: {name!r}")
-        value = self.user_settings.get(name, self.defaults[name])
+        user_settings = self.user_settings
+        if name not in user_settings and RENAMED.get(name) in user_settings:
+            value = user_settings[RENAMED[name]]
+        else:
+            value = user_settings.get(name, self.defaults[name])
         if name == "SECRET" and not value:
             value = os.environ.get("CHATAUTH_SECRET") or os.environ.get(
                 "CHAINLIT_AUTH_SECRET"
@@ -140,15 +192,24 @@ class ChatAuthSettings:
         return value
 
     def reload(self) -> None:
+        """Forget every value read so far, and everything derived from them."""
         for name in self._cached:
             self.__dict__.pop(name, None)
         self._cached.clear()
-        from chatauth import tokens  # local: tokens imports this module
-        from chatauth.internal import cache, signed
+        for forget in _on_reload:
+            forget()
 
-        tokens.reset_backend()
-        cache.reset()
-        signed.clear()
+
+#: Called by :meth:`ChatAuthSettings.reload`: modules that keep state derived
+#: from settings (a token backend, a cache client) register how to forget it,
+#: so this module imports none of them.
+_on_reload: list[Callable[[], None]] = []
+
+
+def on_reload(forget: Callable[[], None]) -> Callable[[], None]:
+    """Register ``forget`` to run whenever chatauth's settings change."""
+    _on_reload.append(forget)
+    return forget
 
 
 def _import(path: str, setting: str) -> Any:

@@ -10,7 +10,7 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     UNAUTHORIZED = 4401  # missing, invalid or expired credentials
-    FORBIDDEN = 4403  # authenticated, but not allowed (e.g. inactive user)
+    FORBIDDEN = 4403  # an application refused an authenticated socket
     AUTH_TIMEOUT = 4408  # no credentials within AUTH_TIMEOUT
     REVOKED = 4410  # logged out here or elsewhere, or closed by an admin
     TOO_LARGE = 4413  # message over MAX_MESSAGE_BYTES
@@ -18,12 +18,15 @@ class CloseCode(IntEnum):
     PROTOCOL_ERROR = 4400  # repeated malformed frames
 
 
-#: Error code (see :mod:`chatauth.exceptions`) -> close code.
+#: Error code (see :mod:`chatauth.exceptions`) -> close code.  A credential that
+#: was good and has been ended (logout, an admin action, the user deactivated or
+#: deleted) is 4410, "log in again"; a bad or expired one is 4401, "refresh".
 CLOSE_CODE_FOR = {
     "token_not_valid": CloseCode.UNAUTHORIZED,
     "token_expired": CloseCode.UNAUTHORIZED,
     "not_authenticated": CloseCode.UNAUTHORIZED,
-    "user_inactive": CloseCode.UNAUTHORIZED,
+    "user_inactive": CloseCode.REVOKED,
+    "user_not_found": CloseCode.REVOKED,
     "token_revoked": CloseCode.REVOKED,
 }
 
@@ -33,6 +36,8 @@ class TokenType:
     REFRESH = "refresh"
     COPILOT = "copilot"
     CHAINLIT = "chainlit"  # minted by Chainlit or the Chainlit way: no type claim
+    #: Not a token: a Django session behind a chat socket (its cookie).
+    SESSION = "session"
 
     #: Types accepted where an access token is expected.
     ACCESS_LIKE = frozenset({ACCESS, COPILOT, CHAINLIT})

@@ -14,12 +14,19 @@ Wrap it in :func:`chatauth.middleware.ChatAuthMiddlewareStack` (the demo's
 * anything else → ``{"type": "error", "code", "detail"}``, and close 4400 after
   ``MAX_PROTOCOL_ERRORS`` of them.
 
-Close codes: 4410 when the token is revoked anywhere (the socket is in the
-channel-layer groups of its user and its token, so a logout on any worker
+Close codes: 4410 when the credential is revoked anywhere (the socket is in the
+channel-layer groups of its user and of every key of its credential -- the
+token, its login, its Django session, its API key -- so an ending on any worker
 reaches it), 4401 when the token expires (a timer, armed once), 4413 for a
 frame over ``MAX_MESSAGE_BYTES``, 4429 over ``MESSAGE_RATE``.  Once a close is
 decided no more handler code runs: the handler task is cancelled and its
 ``send`` refuses.
+
+The sweep: on every heartbeat each worker re-checks its live sessions against
+the database in batches (:func:`sweep`), and closes those whose credential no
+longer holds or whose row is gone.  A lost channel-layer message, a bulk
+``QuerySet.update()`` or a revocation by another process with no shared layer
+costs at most one ``HEARTBEAT_INTERVAL``.
 
 Handlers run in a task of their own, one message after the other, so the
 socket keeps reading (and can be revoked) while a handler streams a reply.
@@ -31,14 +38,9 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import socket
 import time
 import uuid
-import weakref
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
@@ -47,41 +49,29 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth import get_user_model
-from django.contrib.auth.signals import user_logged_out
-from django.db import DatabaseError, close_old_connections, connections, transaction
-from django.utils import timezone
+from django.db import (
+    close_old_connections,
+)
 
-from chatauth import hooks, revocation, signals
+from chatauth import flows, hooks, revocation
 from chatauth.conf import settings
 from chatauth.constants import (
-    CLOSE_CODE_FOR,
     CloseCode,
     Method,
+    TokenType,
     token_group,
     user_group,
 )
 from chatauth.context import activate, reset
 from chatauth.exceptions import TokenError
-from chatauth.internal import bulk
 from chatauth.internal.cache import is_local as is_local_cache
-from chatauth.internal.calls import acall, call
+from chatauth.internal.calls import acall
 from chatauth.internal.http import scope_client
-from chatauth.middleware import SESSION_TOKEN_TYPE, SocketAuth
+from chatauth.middleware import SocketAuth, audit_refusal
 from chatauth.models import ChatSession
+from chatauth.sessions import registry, worker_id
 
 logger = logging.getLogger("chatauth.consumers")
-_HOSTNAME = socket.gethostname()
-#: Channel layers forget a group membership after ``group_expiry`` (a day by
-#: default, in channels_redis and the in-memory layer alike); a session living
-#: longer (copilot tokens last 15 days) re-joins well before that.
-GROUP_REFRESH = 6 * 3600
-
-
-def worker_id() -> str:
-    """``hostname:pid`` of this process (read per call: workers are forked)."""
-    return f"{_HOSTNAME}:{os.getpid()}"[:64]
-
-
 #: :meth:`ChatConsumer._check_again_here` could not decide without I/O.
 _UNDECIDED = object()
 
@@ -103,8 +93,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.close_code: int | None = None
         self.row: ChatSession | None = None  # written by the Registry
         self.row_saved = False
-        self.closed_unsaved = False  # closed before its row was first written
         self.user_session: dict[str, Any] = {}
+        self.admitted: tuple[str, str, str | None] | None = None  # see Registry
         self._checked: asyncio.Future[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._closer: asyncio.Task[None] | None = None
@@ -162,10 +152,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.auth = auth
         verified = auth.token
         self.session_id = uuid.uuid4()
+        over = registry().admit(self)
+        if over is not None:
+            await self.accept(auth.subprotocol)
+            await self.close(code=CloseCode.RATE_LIMITED, reason=over)
+            await audit_refusal(self.scope, over, type(self))
+            return
         # Join before anything else: a revocation sent from now on reaches this
         # socket; one sent between the middleware's check and here is caught by
         # the second check below.
-        groups = [user_group(verified.user_pk), token_group(verified.key)]
+        groups = [
+            user_group(verified.user_pk),
+            *(token_group(key) for key in verified.revocation_keys),
+        ]
         try:
             for group in groups:
                 await self.channel_layer.group_add(group, self.channel_name)
@@ -205,7 +204,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             ip=ip,
             user_agent=user_agent,
         )
-        registry().opened(self)  # the row is written with the next batch
+        # Durable before announced: listable, deletable, every worker sees it.
+        if not await registry().opened(self):
+            return await self._close(1011)  # not recorded: the client retries
+        if self.closing:
+            return  # ended while its row was written (a revocation meanwhile)
         await self._send_json(
             {"type": "session", "session_id": str(self.session_id), "user": user}
         )
@@ -217,46 +220,48 @@ class ChatConsumer(AsyncWebsocketConsumer):
         local-memory cache: no I/O).  None if still valid, the close code if
         not, ``_UNDECIDED`` when it needs a worker thread (:meth:`_check_again`)."""
         verified = self.auth.token
-        if verified.token_type == SESSION_TOKEN_TYPE or not is_local_cache():
+        if verified.token_type == TokenType.SESSION or not is_local_cache():
             return _UNDECIDED
         try:
             revocation.check(verified, cache_only=True)
         except revocation.NeedsDatabase:
             return _UNDECIDED
         except TokenError as e:
-            return CLOSE_CODE_FOR.get(e.code, CloseCode.UNAUTHORIZED)
+            return revocation.close_code(e)
         return None
 
     async def _check_again(self) -> None:
+        """Check the credential again, now that the groups are joined; close the
+        socket if it no longer holds."""
         try:
             try:
-                if self.auth.token.token_type == SESSION_TOKEN_TYPE:
+                if self.auth.token.token_type == TokenType.SESSION:
                     raise revocation.NeedsDatabase()
                 # Redis read on the loop when the cache can decide (no thread hop).
-                await revocation.acheck_cached(self.auth.token)
+                await revocation.acheck(self.auth.token)
             except revocation.NeedsDatabase:
                 await sync_to_async(self._still_valid, thread_sensitive=False)()
         except TokenError as e:
             if not self.closing:  # else a logout here ended it: its code stands
-                await self._close(CLOSE_CODE_FOR.get(e.code, CloseCode.UNAUTHORIZED))
+                await self._close(self._ended_code(e))
         except Exception:
             logger.exception("could not check a chat session's credentials again")
             await self._close(1011)  # RFC 6455: the server cannot go on
 
+    def _ended_code(self, error: TokenError) -> int:
+        """The close code of a credential that held at connect and no longer
+        does.  A Django session that Django refuses now (logged out, flushed,
+        its password changed) was ended: 4410, as for a revoked token."""
+        if self.auth.token.token_type == TokenType.SESSION:
+            return CloseCode.REVOKED
+        return revocation.close_code(error)
+
     def _still_valid(self) -> None:
-        """The revocation check again, now that the groups are joined."""
-        from importlib import import_module
-
-        from django.conf import settings as django_settings
-
-        verified = self.auth.token
+        """The revocation check again, the database deciding (Django's own
+        checks of a session ran at the handshake; a session ended since is on
+        the denylist)."""
         try:
-            if verified.token_type != SESSION_TOKEN_TYPE:
-                revocation.check(verified)
-                return
-            engine = import_module(django_settings.SESSION_ENGINE)
-            if not engine.SessionStore().exists(verified.extra["session_key"]):
-                raise TokenError("Not logged in.", code="not_authenticated")
+            revocation.check(self.auth.token)
         finally:
             close_old_connections()  # a pool thread, not a request thread
 
@@ -390,37 +395,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     def _logout_sync(self, everywhere: bool) -> None:
         verified = self.auth.token
-        User = get_user_model()
         user = verified.extra.get("user")
         if user is None:
+            User = get_user_model()
             user = User._default_manager.filter(pk=verified.user_pk).first()
-        if verified.token_type == SESSION_TOKEN_TYPE:
-            from importlib import import_module
-
-            from django.conf import settings as django_settings
-
-            engine = import_module(django_settings.SESSION_ENGINE)
-            engine.SessionStore(verified.extra["session_key"]).delete()
-            revocation.notify(token_group(verified.key), reason="logout")
-        else:
+        if user is None:
             revocation.revoke_token(verified, reason="logout")
-        if everywhere and user is not None:
-            revocation.revoke_user(user, reason="logout_everywhere")
-        for hook in hooks.get_hooks("on_logout"):
-            try:
-                call(hook, None, None)  # no HTTP request or response on a socket
-            except Exception:
-                logger.exception("on_logout hook %s raised", hook.__qualname__)
-        if user is not None:
-            user_logged_out.send(
-                sender=type(user),
-                request=None,
-                user=user,
-                method=Method.WEBSOCKET,
-                everywhere=everywhere,
-                token_id=verified.key,
-                scope=self.scope,
-            )
+            return
+        flows.logout(
+            None,
+            user,
+            credential=verified,
+            everywhere=everywhere,
+            method=Method.WEBSOCKET,
+            scope=self.scope,
+        )
 
     async def chatauth_revoked(self, event: dict[str, Any]) -> None:
         """``{"type": "chatauth.revoked", "reason", "code"}`` from any worker."""
@@ -461,6 +450,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             except Exception:  # layer down: its memberships expire on their own
                 logger.warning("could not leave group %s", group)
                 break
+        registry().release(self)
         if self.row is not None:
             # Returns once the row is closed: the session ends recorded.
             await registry().closed(self, int(code))
@@ -504,268 +494,3 @@ async def _settle(future: asyncio.Future[Any]) -> None:
         if isinstance(e, asyncio.CancelledError) and not future.cancelled():
             raise  # we were cancelled ourselves, not the future
         return
-
-
-# --- Bookkeeping: batched writes and one heartbeat per worker ------------------------
-
-
-class Registry:
-    """The live sessions of one event loop and the writes that record them.
-
-    Session rows (and their audit events) are written by one task, in batches of
-    one transaction each: a session opened is written within ``FLUSH_DELAY``
-    seconds (``MIN_FLUSH_INTERVAL`` after the previous batch, under load),
-    together with every other session opened or closed meanwhile, and a session
-    opened and closed within that time is written once, already closed.  A
-    commit per session would cost more than the whole rest of a short session
-    (an fsync each, on SQLite); batched, thousands of sessions a second cost a
-    few commits.  Nothing waits for the opening write (revocation
-    does not need the row: the socket is in its groups already); a closing
-    consumer waits until its row says so.
-
-    The same task refreshes ``last_seen_at`` of every live session every
-    ``HEARTBEAT_INTERVAL`` seconds in a few batched updates (not one query per
-    session), and renews channel-layer groups before the layer forgets them.
-    """
-
-    BATCH = 500
-    #: How long a write may wait for others to share its commit.
-    FLUSH_DELAY = 0.05
-    #: Under load, commits are at least this far apart.  Fuller batches do not
-    #: cost less per session here: a longer wait keeps every closed session
-    #: (consumer, scope, row) alive longer, so more of them outlive the young
-    #: garbage collections and the full ones come more often, and the writer
-    #: holds the GIL in longer bursts.  Measured at 16 concurrent sessions on
-    #: SQLite: 0.2 s -> ~900 sessions/s, 0.05 s -> ~1,000, 1 s -> ~800.
-    MIN_FLUSH_INTERVAL = 0.05
-
-    def __init__(self) -> None:
-        self.sessions: dict[uuid.UUID, ChatConsumer] = {}
-        self._opens: dict[uuid.UUID, ChatConsumer] = {}  # not written yet
-        self._closes: list[tuple[ChatConsumer, int]] = []
-        self._waiting: list[asyncio.Future[None]] = []
-        self._due = 0.0
-        self._flushed_at = -1e9  # loop time of the last batch's end
-        self._wake = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-    def opened(self, consumer: ChatConsumer) -> None:
-        self.sessions[consumer.session_id] = consumer
-        self._queue()
-        self._opens[consumer.session_id] = consumer
-
-    def closed(self, consumer: ChatConsumer, code: int) -> asyncio.Future[None]:
-        """Queue the end of ``consumer``'s session; the future is done once it is
-        written (never before its opening)."""
-        self.sessions.pop(consumer.session_id, None)
-        self._queue()
-        if consumer.session_id in self._opens and consumer.row is not None:
-            consumer.row.closed_at = timezone.now()  # one INSERT, already closed
-            consumer.row.close_code = code
-            consumer.row.last_seen_at = consumer.row.closed_at
-            consumer.closed_unsaved = True
-        else:
-            self._closes.append((consumer, code))
-        done = asyncio.get_running_loop().create_future()
-        self._waiting.append(done)
-        return done
-
-    def _pending(self) -> int:
-        return len(self._opens) + len(self._closes)
-
-    def _queue(self) -> None:
-        loop = asyncio.get_running_loop()
-        if not self._pending():
-            self._due = max(
-                loop.time() + self.FLUSH_DELAY,
-                self._flushed_at + self.MIN_FLUSH_INTERVAL,
-            )
-            self._wake.set()  # the task now sleeps until _due, not the heartbeat
-        elif self._pending() + 1 >= self.BATCH:
-            self._wake.set()
-        if self.task is None or self.task.done():
-            self.task = asyncio.ensure_future(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            await self._serve()
-            # Idle: give the writer's connection back (a test database must be
-            # droppable, a pooler's slot free) until the next session.  A
-            # session that arrived meanwhile found this task still running and
-            # started none: serve it.
-            await _in_writer(_release_connections, True)
-            if not (self.sessions or self._pending()):
-                return
-
-    async def _serve(self) -> None:
-        loop = asyncio.get_running_loop()
-        beat_at = loop.time() + settings.HEARTBEAT_INTERVAL
-        while self.sessions or self._pending():
-            pending = self._pending()
-            if pending < self.BATCH:
-                deadline = self._due if pending else beat_at
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout_at(deadline):
-                        await self._wake.wait()
-            pending = self._pending()
-            if pending >= self.BATCH or (pending and loop.time() >= self._due):
-                await self._flush()
-            if loop.time() >= beat_at:
-                await self._heartbeat()
-                beat_at = loop.time() + settings.HEARTBEAT_INTERVAL
-
-    async def _flush(self) -> None:
-        opens, self._opens = list(self._opens.values()), {}
-        closes, self._closes = self._closes, []
-        waiting, self._waiting = self._waiting, []
-        try:
-            await _in_writer(write_batch, opens, closes)
-        except Exception:
-            logger.exception("could not record chat sessions")
-        finally:
-            self._flushed_at = asyncio.get_running_loop().time()
-            for done in waiting:
-                if not done.done():
-                    done.set_result(None)
-
-    async def _heartbeat(self) -> None:
-        live = [c for c in self.sessions.values() if c.row_saved and not c.closing]
-        ids = [c.session_id for c in live]
-        try:
-            for start in range(0, len(ids), self.BATCH):
-                batch = ids[start : start + self.BATCH]
-                await _in_writer(_touch, batch)
-        except DatabaseError:
-            logger.exception("chat session heartbeat failed")
-        stale = time.monotonic() - GROUP_REFRESH
-        for consumer in live:
-            if consumer.groups_joined_at < stale and not consumer.closing:
-                consumer.groups_joined_at = time.monotonic()
-                for group in consumer.groups:
-                    await consumer.channel_layer.group_add(group, consumer.channel_name)
-
-
-#: The one thread that writes session rows.  Not Channels' database_sync_to_async:
-#: that shares one thread with every sync view of the process (a batch would queue
-#: behind requests) and closes the connection after each call, which with
-#: ``CONN_MAX_AGE = 0`` means a new connection per batch -- on SQLite also a WAL
-#: checkpoint at each close, more than the batch itself costs.  The writer keeps
-#: its connection while sessions are live, for at most ``WRITER_CONN_MAX_AGE``.
-_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatauth-sessions")
-WRITER_CONN_MAX_AGE = 60.0
-#: A connection unused for this long is pinged before use (a database restart
-#: or a server-side idle timeout may have closed it meanwhile).
-WRITER_PING_AFTER = 1.0
-_writer_state = {"connected_at": 0.0, "used_at": 0.0}
-
-
-async def _in_writer(fn: Callable[..., Any], *args: Any) -> Any:
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_writer, _writing, fn, args)
-
-
-def _writing(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    now = time.monotonic()
-    if not _writer_state["connected_at"]:
-        _writer_state["connected_at"] = now
-    elif now - _writer_state["used_at"] > WRITER_PING_AFTER:
-        for connection in connections.all(initialized_only=True):
-            if connection.connection is not None and not connection.is_usable():
-                connection.close()
-    try:
-        return fn(*args)
-    finally:
-        _writer_state["used_at"] = time.monotonic()
-        _release_connections(False)
-
-
-def _release_connections(idle: bool) -> None:
-    """Close the writer's connections when idle, broken or older than
-    ``WRITER_CONN_MAX_AGE`` (as Django's request cycle does for requests)."""
-    aged = time.monotonic() - _writer_state["connected_at"] > WRITER_CONN_MAX_AGE
-    for connection in connections.all(initialized_only=True):
-        if idle or aged:
-            connection.close()
-        elif connection.errors_occurred and not connection.is_usable():
-            connection.close()
-    if idle or aged:
-        _writer_state["connected_at"] = 0.0
-
-
-def write_batch(
-    opens: list[ChatConsumer], closes: list[tuple[ChatConsumer, int]]
-) -> None:
-    """Record opened and closed sessions, with their audit events, in one
-    transaction; if that fails, one transaction per session, so one bad row (a
-    user deleted meanwhile) does not lose the others."""
-    from chatauth import audit
-
-    try:
-        with transaction.atomic(), audit.collected():
-            _record(opens, closes)
-        return
-    except DatabaseError:
-        for consumer in opens:
-            consumer.row_saved = False  # rolled back
-        if len(opens) + len(closes) == 1:
-            logger.exception("could not record a chat session")
-            return
-    for consumer in opens:
-        write_batch([consumer], [])
-    for item in closes:
-        write_batch([], [item])
-
-
-def _record(opens: list[ChatConsumer], closes: list[tuple[ChatConsumer, int]]) -> None:
-    opens = [c for c in opens if c.row is not None]
-    if opens:
-        bulk.insert([c.row for c in opens])  # type: ignore[misc]
-    for consumer in opens:
-        consumer.row_saved = True
-        signals.chat_session_opened.send(
-            sender=ChatSession, session=consumer.row, scope=consumer.scope
-        )
-        if consumer.closed_unsaved:
-            row = consumer.row
-            signals.chat_session_closed.send(
-                sender=ChatSession,
-                session=row,
-                code=row.close_code,
-                scope=consumer.scope,
-            )
-    closes = [(c, code) for c, code in closes if c.row is not None and c.row_saved]
-    now = timezone.now()
-    for code in {code for _, code in closes}:
-        # Rows closed already by close_session() (DELETE auth/sessions/<id>,
-        # admin) keep the code they were given.
-        ChatSession.objects.filter(
-            pk__in=[c.session_id for c, c_code in closes if c_code == code],
-            closed_at__isnull=True,
-        ).update(closed_at=now, close_code=code, last_seen_at=now)
-    for consumer, code in closes:
-        row = consumer.row
-        row.closed_at, row.close_code = now, code
-        signals.chat_session_closed.send(
-            sender=ChatSession, session=row, code=code, scope=consumer.scope
-        )
-
-
-def _touch(ids: list[uuid.UUID]) -> None:
-    ChatSession.objects.filter(pk__in=ids, closed_at__isnull=True).update(
-        last_seen_at=timezone.now()
-    )
-
-
-_registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Registry] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def registry() -> Registry:
-    """The live-session registry of the running event loop."""
-    loop = asyncio.get_running_loop()
-    found = _registries.get(loop)
-    if found is None:
-        found = _registries[loop] = Registry()
-    return found

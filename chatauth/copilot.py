@@ -5,113 +5,101 @@ A host page embeds the widget with a copilot token minted for ``request.user``
 cookie).  Such a token is a credential *derived from the session*: when the user
 signs out of the site, every token minted for that session must stop working and
 every chat opened with one must close, or a tab left open (or a copied token)
-would outlive the sign-out.  So each one is remembered in the session (its
-``jti`` and expiry), and :func:`revoke_session_tokens` denies them all on sign-out
-through Django's ``user_logged_out`` signal, which ``django.contrib.auth.logout()``
-sends *before* it flushes the session.  Revoking a token tells its live sockets
-(``revocation.revoke_token`` notifies the token's channel-layer group), so the
-widget in another tab shows the signed-out state at once.
+would outlive the sign-out.  So each one carries the session's key (its
+``sid`` claim, see :mod:`chatauth.tokens`), never outlives the session's
+expiry, and ends with it: ``logout()``, a flush or a deletion of the session
+(:mod:`chatauth.lifecycle`) denies that key, which refuses the tokens and
+closes their sockets on every worker.
 
 The tag reuses the session's current token while it is valid, belongs to the
-same user with the same claims, and has more than half of its lifetime left:
-a page view does not mint (and audit, and store) a new token each time, and the
-number of live tokens per session stays small.
+same user and session with the same claims, and has more than half the life
+left that a new one would get: a page view does not mint (and audit) a new
+token each time.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from django.contrib.auth.models import AnonymousUser
-from django.contrib.auth.signals import user_logged_out
-from django.dispatch import receiver
 from django.http import HttpRequest
 
-from chatauth import revocation, signals
+from chatauth import signals, websessions
 from chatauth.adapter import get_adapter
 from chatauth.conf import settings
 from chatauth.constants import Method, TokenType
 from chatauth.exceptions import TokenError
 from chatauth.tokens import (
+    SESSION_CLAIM,
     CopilotToken,
-    VerifiedToken,
     issue_copilot_token,
+    session_key_id,
     verify_token,
 )
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
 
-#: Session key: ``{"current": raw token, "live": [[jti, exp, user_pk], ...]}``.
+    from chatauth.models import APIKey
+
+#: Session key: the raw token the session's pages currently embed.
 SESSION_KEY = "_chatauth_copilot"
-#: At most this many unexpired tokens are remembered per session; minting one
-#: more revokes the oldest, so none escapes the revocation at sign-out.
-MAX_SESSION_TOKENS = 20
+#: Set on a request whose page embeds a token: the response must not be cached
+#: (:class:`chatauth.middleware.SessionRevocationMiddleware` says so).
+EMBEDS_TOKEN = "_chatauth_embeds_token"
 
 
-def _state(request: HttpRequest) -> dict[str, Any]:
-    state = request.session.get(SESSION_KEY)
-    if not isinstance(state, dict):
-        return {"current": None, "live": []}
-    live = [e for e in state.get("live", []) if isinstance(e, list) and len(e) == 3]
-    return {"current": state.get("current"), "live": live}
-
-
-def _as_verified(entry: list[Any]) -> VerifiedToken:
-    jti, exp, user_pk = entry
-    return VerifiedToken(
-        claims={},
-        token_type=TokenType.COPILOT,
-        key=jti,
-        user_pk=user_pk,
-        issued_at=0.0,
-        expires_at=float(exp),
-    )
-
-
-def _reusable(raw: Any, user: AbstractBaseUser) -> bool:
+def _reusable(raw: Any, request: HttpRequest, user: AbstractBaseUser) -> bool:
     if not isinstance(raw, str):
         return False
     try:
         verified = verify_token(raw, expected={TokenType.COPILOT})
     except TokenError:
         return False
-    half_life = settings.COPILOT_TOKEN_LIFETIME.total_seconds() / 2
+    session = request.session
+    now = time.time()
+    # What a token minted now would get: the setting, capped by the session.
+    fresh = min(
+        settings.COPILOT_TOKEN_LIFETIME.total_seconds(),
+        session.get_expiry_date().timestamp() - now,
+    )
     return (
         str(verified.user_pk) == str(user.pk)
-        and verified.expires_at - time.time() > half_life
+        and verified.claims.get(SESSION_CLAIM)
+        == session_key_id(session.session_key or "")
+        and verified.expires_at - now > fresh / 2
         and verified.user_dict() == get_adapter().user_claims(user)
     )
 
 
-def remember(request: HttpRequest, token: CopilotToken, user: AbstractBaseUser) -> None:
-    """Tie ``token`` (just minted for ``user``) to ``request``'s session: it becomes
-    the session's current token and is revoked when the session signs out."""
-    if not hasattr(request, "session"):
-        return  # no session to end it: it lives to its expiry like any other
-    state = _state(request)
-    now = time.time()
-    live = [e for e in state["live"] if float(e[1]) > now]
-    live.append([token["jti"], token["exp"], str(user.pk)])
-    while len(live) > MAX_SESSION_TOKENS:
-        revocation.revoke_token(_as_verified(live.pop(0)), reason="superseded")
-    request.session[SESSION_KEY] = {"current": str(token), "live": live}
-
-
-def mint_for_session(request: HttpRequest, user: AbstractBaseUser) -> str:
-    """Mint a copilot token for the session's ``user`` and :func:`remember` it."""
-    token = issue_copilot_token(user)
+def mint(
+    request: HttpRequest, user: AbstractBaseUser, *, api_key: APIKey | None = None
+) -> CopilotToken:
+    """Mint (and audit) a copilot token for ``user``: with ``api_key``, tied to
+    that key; else for the request's session, tied to it and made its current
+    token."""
+    session = None if api_key is not None else getattr(request, "session", None)
+    if session is not None and not session.session_key:
+        session.save()  # a key to tie the token to
+    token = issue_copilot_token(user, web_session=session, api_key=api_key)
     signals.token_issued.send(
-        sender=mint_for_session,
+        sender=mint,
         user=user,
         token_type=TokenType.COPILOT,
         jti=token["jti"],
-        method=Method.SESSION,
+        method=Method.SESSION if api_key is None else Method.API_KEY,
         request=request,
     )
-    remember(request, token, user)
-    return str(token)
+    if session is not None:
+        session[SESSION_KEY] = str(token)
+    return token
+
+
+def expires_in(token: CopilotToken) -> int:
+    """Seconds ``token`` has left when minted, as the response says it
+    (``exp`` is whole seconds, rounded down: the lifetime is a ceiling)."""
+    return max(0, math.ceil(token["exp"] - token.current_time.timestamp()))
 
 
 def token_for_request(request: HttpRequest) -> str | None:
@@ -127,47 +115,16 @@ def token_for_request(request: HttpRequest) -> str | None:
         return None
     if not session_is_current(request):
         return None
-    if hasattr(request, "session"):
-        current = _state(request)["current"]
-        if _reusable(current, user):
+    setattr(request, EMBEDS_TOKEN, True)
+    session = getattr(request, "session", None)
+    if session is not None:
+        current = session.get(SESSION_KEY)
+        if _reusable(current, request, user):
             return current
-    return mint_for_session(request, user)
+    return str(mint(request, user))
 
 
 def session_is_current(request: HttpRequest) -> bool:
     """False when ``request``'s Django session predates a logout-everywhere of
     its user: the session is then ended here (flushed), as if logged out."""
-    session = getattr(request, "session", None)
-    user = getattr(request, "user", None)
-    if session is None or user is None or not user.is_authenticated:
-        return True
-    try:
-        revocation.check_session(user.pk, session)
-    except TokenError:
-        session.flush()
-        request.user = AnonymousUser()
-        return False
-    return True
-
-
-def revoke_session_tokens(request: HttpRequest, *, reason: str = "logout") -> int:
-    """Revoke every copilot token minted for ``request``'s session; close their
-    chats.  Returns how many were still live."""
-    session = getattr(request, "session", None)
-    if session is None:
-        return 0
-    state = _state(request)
-    now = time.time()
-    count = 0
-    for entry in state["live"]:
-        if float(entry[1]) > now:
-            revocation.revoke_token(_as_verified(entry), reason=reason)
-            count += 1
-    session.pop(SESSION_KEY, None)
-    return count
-
-
-@receiver(user_logged_out)
-def _signed_out(sender: Any, request: HttpRequest | None, **kwargs: Any) -> None:
-    if request is not None:
-        revoke_session_tokens(request)
+    return not websessions.end_if_revoked(request)

@@ -33,21 +33,28 @@ import asyncio
 import functools
 import json
 import logging
-import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from channels.db import database_sync_to_async
-from channels.security.websocket import OriginValidator as ChannelsOriginValidator
 from django.conf import settings as django_settings
 from django.http.cookie import parse_cookie
 
-from chatauth import signals
+from chatauth import audit, revocation, signals, websessions
 from chatauth.conf import settings
-from chatauth.constants import CLOSE_CODE_FOR, CloseCode, Method
+from chatauth.constants import CloseCode, Method
 from chatauth.exceptions import TokenError
+from chatauth.internal.http import (
+    Origin,
+    address_bucket,
+    parse_origin,
+    scope_client,
+    split_host,
+)
 from chatauth.tokens import MAX_TOKEN_LENGTH, VerifiedToken, averify_token
 
 logger = logging.getLogger("chatauth.middleware")
@@ -60,8 +67,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: ``new WebSocket(url, ["chatauth.bearer", token])``: browsers cannot set an
 #: Authorization header on a WebSocket, but they can offer subprotocols.
 SUBPROTOCOL = "chatauth.bearer"
-#: Token type of a session opened with a Django session cookie (no JWT).
-SESSION_TOKEN_TYPE = "session"
 
 
 class Source:
@@ -146,50 +151,10 @@ def find_credential(scope: Scope) -> Credential | None:
 # --- Checking a credential --------------------------------------------------------
 
 
-def session_identity(session_key: str) -> VerifiedToken:
-    """The logged-in user of Django session ``session_key``, as a token-like record.
-
-    Django's own ``get_user()`` decides (backend, session hash, fallbacks), so a
-    password change or ``logout()`` ends the session here exactly as over HTTP.
-    Its key is :func:`chatauth.views.session_key_id`, the group HTTP logout of
-    that session notifies.
-    """
-    from importlib import import_module
-    from types import SimpleNamespace
-
-    from django.contrib.auth import get_user
-
-    from chatauth import revocation
-    from chatauth.adapter import get_adapter
-    from chatauth.views import session_key_id
-
-    if len(session_key) > 64:  # Django's keys are 32 characters
-        raise TokenError("Not logged in.", code="not_authenticated")
-    store = import_module(django_settings.SESSION_ENGINE).SessionStore(session_key)
-    user = get_user(SimpleNamespace(session=store))
-    adapter = get_adapter()
-    if not user.is_authenticated or not adapter.can_authenticate(user):
-        raise TokenError("Not logged in.", code="not_authenticated")
-    # Logged out everywhere since this session logged in: refused (4410).
-    revocation.check_session(user.pk, store)
-    claims = adapter.user_claims(user)
-    claims["user_id"] = str(user.pk)
-    key = store.session_key or session_key
-    return VerifiedToken(
-        claims=claims,
-        token_type=SESSION_TOKEN_TYPE,
-        key=session_key_id(key),
-        user_pk=user.pk,
-        issued_at=time.time(),
-        expires_at=store.get_expiry_date().timestamp(),
-        extra={"session_key": key, "user": user},
-    )
-
-
 async def authenticate(credential: Credential) -> SocketAuth:
     """Check ``credential``; raise :class:`TokenError` with the refusal's code."""
     if credential.source == Source.SESSION:
-        verified = await database_sync_to_async(session_identity)(credential.value)
+        verified = await database_sync_to_async(websessions.identity)(credential.value)
         return SocketAuth(verified, Source.SESSION)
     try:
         verified = await averify_token(credential.value)
@@ -198,7 +163,7 @@ async def authenticate(credential: Credential) -> SocketAuth:
             raise
         # An auth cookie left over from an expired or revoked login, next to a
         # live Django session: the browser sent both without the user choosing.
-        verified = await database_sync_to_async(session_identity)(
+        verified = await database_sync_to_async(websessions.identity)(
             credential.fallback_session
         )
         return SocketAuth(verified, Source.SESSION)
@@ -220,8 +185,7 @@ def auth_message_token(text: str | None) -> str | None:
     return token if isinstance(token, str) else None
 
 
-def close_code(error: TokenError) -> int:
-    return int(CLOSE_CODE_FOR.get(error.code, CloseCode.UNAUTHORIZED))
+close_code = revocation.close_code
 
 
 async def audit_refusal(scope: Scope, reason: str, sender: type) -> None:
@@ -255,6 +219,28 @@ class ChatAuthMiddleware:
         if scope["type"] != "websocket" or "chatauth" in scope:
             return await self.inner(scope, receive, send)  # not ours, or done
         scope = dict(scope)  # as channels.middleware.BaseMiddleware: never upstream
+        address = address_bucket(scope_client(scope)[0])
+        if _pending[address] >= settings.MAX_PENDING_SOCKETS_PER_ADDRESS:
+            # Sockets of this address not authenticated yet: a flood of them
+            # would hold the worker's memory (and the auth timeout's tasks).
+            if await _accept(receive, send, None):
+                await send(_too_many("pending_sockets_per_address"))
+            return await audit_refusal(scope, "too_many_pending", type(self))
+        _pending[address] += 1
+        try:
+            inner = await self._authenticate(scope, receive, send)
+        finally:
+            _pending[address] -= 1
+            if not _pending[address]:
+                del _pending[address]
+        if inner is not None:
+            await inner()
+
+    async def _authenticate(
+        self, scope: Scope, receive: Receive, send: Send
+    ) -> Callable[[], Awaitable[None]] | None:
+        """Authenticate the socket; what runs next (the inner application), or
+        None when it was refused."""
         credential = find_credential(scope)
         if credential is None:
             return await self._first_message(scope, receive, send)
@@ -275,9 +261,11 @@ class ChatAuthMiddleware:
         _authenticated(scope, auth)
         if auth.subprotocol:
             send = _answering(send, auth.subprotocol)
-        return await self.inner(scope, receive, send)
+        return functools.partial(self.inner, scope, receive, send)
 
-    async def _first_message(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _first_message(
+        self, scope: Scope, receive: Receive, send: Send
+    ) -> Callable[[], Awaitable[None]] | None:
         """Accept, then wait ``AUTH_TIMEOUT`` for a ``{"type": "auth"}`` frame."""
         if not await _accept(receive, send, None):
             return None
@@ -304,7 +292,18 @@ class ChatAuthMiddleware:
             await send({"type": "websocket.close", "code": close_code(e)})
             return await audit_refusal(scope, e.code, type(self))
         _authenticated(scope, auth)
-        return await self.inner(scope, _replaying_connect(receive), _accepted(send))
+        return functools.partial(
+            self.inner, scope, _replaying_connect(receive), _accepted(send)
+        )
+
+
+#: Sockets per client address still being authenticated, in this process.
+_pending: Counter[str | None] = Counter()
+
+
+def _too_many(cap: str) -> dict[str, Any]:
+    """The close message of a socket over one of the ``MAX_*SOCKETS*`` caps."""
+    return {"type": "websocket.close", "code": CloseCode.RATE_LIMITED, "reason": cap}
 
 
 def _authenticated(scope: Scope, auth: SocketAuth) -> None:
@@ -316,6 +315,8 @@ def _authenticated(scope: Scope, auth: SocketAuth) -> None:
         user.__dict__["_user"] = loaded  # prime get_user(): no second query
     scope["user"] = user
     scope["chatauth"] = auth
+    # What the socket's user does from now on (its logout) is theirs.
+    audit.set_actor(audit.actor_of(user))
 
 
 async def _accept(receive: Receive, send: Send, subprotocol: str | None) -> bool:
@@ -377,35 +378,30 @@ def _accepted(send: Send) -> Send:
 # --- Origin -----------------------------------------------------------------------
 
 
-class OriginValidator(ChannelsOriginValidator):
+class OriginValidator:
     """Refuse a browser page from a foreign origin at the handshake (HTTP 403).
 
     Cross-Site WebSocket Hijacking: a page on any site can open a WebSocket to
     this server, and the browser attaches this site's cookies; unlike HTTP there
-    is no CORS preflight, so the ``Origin`` header is the only defence.  Allowed
-    are ``CHATAUTH["ALLOWED_ORIGINS"]`` and Django's ``ALLOWED_HOSTS``, matched
-    as Channels' own ``OriginValidator`` does (scheme and port when the pattern
-    has them, ``.example.com`` for subdomains, ``*`` for any).
+    is no CORS preflight, so the ``Origin`` header is the only defence.  An
+    origin is the triple (scheme, host, port) of RFC 6454, compared exactly:
 
-    Two deliberate differences: a handshake without ``Origin`` is allowed,
-    since browsers always send one and non-browser clients hold their own
-    credentials; and ``"*"`` in ``ALLOWED_HOSTS`` (common behind a proxy that
-    checks hosts) does not mean "any origin" but "same origin as the ``Host``
-    header", so it cannot silently open the door to every site.
+    * the listed ``CHATAUTH["ALLOWED_ORIGINS"]`` (``https://app.example.com``,
+      ``http://localhost:3000``; no wildcards: ``manage.py check`` reports an
+      entry that is not exactly an origin, ``chatauth.E008``);
+    * the server's own origin: the socket's scheme (``wss`` is ``https``) with
+      the ``Host`` header, when ``ALLOWED_HOSTS`` allows that host (``"*"``
+      there allows any ``Host``, never any ``Origin``).
+
+    Another port or scheme of an allowed host is another origin (another app on
+    the same machine), and anything that does not parse as an origin --
+    ``null`` (sandboxed frames, ``file://``), ``http://127.0.0.1:8765.evil.com``
+    -- is refused.  A handshake without ``Origin`` is allowed: browsers always
+    send one, and non-browser clients hold their own credentials.
     """
 
     def __init__(self, application: ASGIApp) -> None:
-        super().__init__(application, allowed_origins=())
-
-    @property
-    def allowed_origins(self) -> tuple[str, ...]:  # type: ignore[override]
-        return _patterns(
-            tuple(settings.ALLOWED_ORIGINS), tuple(django_settings.ALLOWED_HOSTS)
-        )[0]
-
-    @allowed_origins.setter
-    def allowed_origins(self, value: Any) -> None:
-        pass  # read from settings when used
+        self.application = application
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket" or scope.get("chatauth.origin_checked"):
@@ -421,40 +417,122 @@ class OriginValidator(ChannelsOriginValidator):
         await audit_refusal(scope, "origin", type(self))
 
     def origin_allowed(self, origin: str, scope: Scope) -> bool:
-        parsed = urlparse(origin.strip())
-        if self.valid_origin(parsed):
+        parsed = parse_origin(origin.strip())
+        if parsed is None:
+            return False
+        if parsed in allowed_origins(tuple(settings.ALLOWED_ORIGINS)):
             return True
-        same_origin = _patterns(
-            tuple(settings.ALLOWED_ORIGINS), tuple(django_settings.ALLOWED_HOSTS)
-        )[1]
-        if not same_origin or not parsed.hostname:
-            return False
-        host = header(scope, b"host")
-        if not host:
-            return False
-        netloc = parsed.netloc.lower()
-        # An explicit default port equals no port (RFC 6454 origin tuple).
-        default = {"http": ":80", "https": ":443"}.get(parsed.scheme, "")
-        return host.lower().removesuffix(default) == netloc.removesuffix(default)
-
-    def valid_origin(self, parsed_origin: Any) -> bool:
-        if parsed_origin is None or not parsed_origin.hostname:
-            return False  # "null" (sandboxed frame, file://) and garbage
-        try:
-            return self.validate_origin(parsed_origin)
-        except ValueError:  # a malformed port
-            return False
+        return parsed == own_origin(scope)
 
 
 @functools.lru_cache(maxsize=8)
-def _patterns(
-    allowed_origins: tuple[str, ...], allowed_hosts: tuple[str, ...]
-) -> tuple[tuple[str, ...], bool]:
-    """``(patterns, same_origin_allowed)`` for these settings."""
-    hosts = tuple(h for h in allowed_hosts if h != "*")
-    return (*allowed_origins, *hosts), "*" in allowed_hosts
+def allowed_origins(entries: tuple[str, ...]) -> frozenset[Origin]:
+    """The configured origins that parse (check E008 reports the others)."""
+    return frozenset(o for o in map(parse_origin, entries) if o is not None)
+
+
+def own_origin(scope: Scope) -> Origin | None:
+    """The origin a page of this server has: the socket's scheme and its
+    ``Host`` header, if ``ALLOWED_HOSTS`` allows that host (as Django's
+    ``HttpRequest.get_host()`` decides, localhost included in DEBUG)."""
+    from django.http.request import validate_host
+
+    scheme = "https" if scope.get("scheme") == "wss" else "http"
+    host = header(scope, b"host")
+    found = split_host(host, scheme) if host else None
+    if found is None:
+        return None
+    allowed = django_settings.ALLOWED_HOSTS
+    if django_settings.DEBUG and not allowed:
+        allowed = [".localhost", "127.0.0.1", "[::1]"]
+    if not validate_host(found[0], allowed):
+        return None
+    return scheme, *found
 
 
 def ChatAuthMiddlewareStack(inner: ASGIApp) -> ASGIApp:  # noqa: N802 (as Channels')
     """Origin check, then authentication, around ``inner``."""
     return OriginValidator(ChatAuthMiddleware(inner))
+
+
+# --- Django (HTTP) middleware ---------------------------------------------------------
+
+
+class SessionRevocationMiddleware:
+    """chatauth's guard on Django's own request cycle; put it in ``MIDDLEWARE``
+    after ``AuthenticationMiddleware`` (``manage.py check``: ``chatauth.E007``).
+
+    * A Django session logged in before its user's last logout everywhere or
+      deactivation is ended (flushed) before any view sees it: the admin, the
+      project's pages and chatauth's routes alike refuse it, whichever worker
+      or process ended the user's access.
+    * A login form whose attempt ``chatauth.backends`` throttled is answered
+      ``429`` with ``Retry-After`` (the form shows its own error).
+    * A page that embeds a copilot token (the template tags) is sent with
+      ``Cache-Control: no-store``: no browser or shared cache keeps the token.
+    * Whatever the request changes is audited with its user as actor (a staff
+      member deactivating a user in the admin is named on that row).
+
+    Requests without a session cookie (API clients with bearer tokens) cost
+    nothing here.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: Any) -> Any:
+        if self.is_async:
+            return self.__acall__(request)
+        token = audit.set_actor(lambda: audit.actor_of(getattr(request, "user", None)))
+        try:
+            if self._has_session(request):
+                self._check(request)
+            response = self.get_response(request)
+        finally:
+            audit.reset_actor(token)
+        return _finish(request, response)
+
+    async def __acall__(self, request: Any) -> Any:
+        token = audit.set_actor(lambda: audit.actor_of(getattr(request, "user", None)))
+        try:
+            if self._has_session(request):
+                await sync_to_async(self._check)(request)
+            response = await self.get_response(request)
+        finally:
+            audit.reset_actor(token)
+        return _finish(request, response)
+
+    @staticmethod
+    def _has_session(request: Any) -> bool:
+        return (
+            hasattr(request, "session")
+            and django_settings.SESSION_COOKIE_NAME in request.COOKIES
+        )
+
+    @staticmethod
+    def _check(request: Any) -> None:
+        websessions.end_if_revoked(request)
+
+
+def _finish(request: Any, response: Any) -> Any:
+    from django.utils.cache import add_never_cache_headers
+
+    from chatauth.backends import RETRY_AFTER, UNAVAILABLE
+    from chatauth.copilot import EMBEDS_TOKEN
+
+    retry_after = getattr(request, RETRY_AFTER, None)
+    if response.status_code == 200 and retry_after:
+        response.status_code = 429
+        response["Retry-After"] = str(retry_after)
+    elif response.status_code == 200 and getattr(request, UNAVAILABLE, False):
+        response.status_code = 503  # the throttle could not count: try again
+        response["Retry-After"] = "30"
+    if getattr(request, EMBEDS_TOKEN, False):
+        add_never_cache_headers(response)
+    return response

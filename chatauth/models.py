@@ -3,6 +3,7 @@ sessions and the audit log.  Every model works with any ``AUTH_USER_MODEL``."""
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import secrets
 import uuid
@@ -25,8 +26,12 @@ class Profile(models.Model):
     )
     display_name = models.CharField(max_length=255, blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)
-    #: Tokens issued before this instant are refused (logout everywhere).
+    #: Tokens issued before this instant are refused (logout everywhere,
+    #: password change, deactivation).
     tokens_not_before = models.DateTimeField(null=True, blank=True)
+    #: Django sessions logged in before this instant are refused (logout
+    #: everywhere, deactivation).
+    sessions_not_before = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -64,7 +69,26 @@ class OAuthAccount(models.Model):
         return f"{self.provider}:{self.subject}"
 
 
+class APIKeyQuerySet(models.QuerySet["APIKey"]):
+    def revoke(self) -> int:
+        """Revoke the active keys of this queryset; returns how many.
+
+        One ``save()`` per key, not an ``update()``: the save signal ends the
+        copilot tokens each key minted, and closes their chats
+        (:mod:`chatauth.lifecycle`).
+        """
+        count = 0
+        for key in self.filter(revoked_at__isnull=True):
+            key.revoked_at = timezone.now()
+            key.save(update_fields=["revoked_at"])
+            count += 1
+        return count
+
+
 class APIKeyManager(models.Manager["APIKey"]):
+    def get_queryset(self) -> APIKeyQuerySet:
+        return APIKeyQuerySet(self.model, using=self._db)
+
     def create_key(self, name: str, **fields: Any) -> tuple[APIKey, str]:
         """Create a key; return the row and the secret, which is never stored."""
         prefix = secrets.token_hex(4)
@@ -108,6 +132,36 @@ class APIKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # --- Scope: who this key may mint copilot tokens for ---------------------
+    identifiers = models.CharField(
+        max_length=255,
+        default="*",
+        help_text=_(
+            "Identifiers this key may mint for, as a shell pattern on the "
+            "normalised identifier (e.g. '*@partner.example'); '*' for any."
+        ),
+    )
+    group = models.ForeignKey(
+        "auth.Group",
+        on_delete=models.PROTECT,  # deleting it must not widen the key's scope
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text=_(
+            "If set, only members of this group (users the key creates join it)."
+        ),
+    )
+    may_mint_for_staff = models.BooleanField(
+        default=False,
+        help_text=_("May mint for staff members and superusers."),
+    )
+    may_update_profiles = models.BooleanField(
+        default=False,
+        help_text=_(
+            "May set the display name and metadata of users that exist already "
+            "(those become claims in their tokens)."
+        ),
+    )
 
     objects = APIKeyManager()
 
@@ -121,14 +175,39 @@ class APIKey(models.Model):
     def is_active(self) -> bool:
         return self.revoked_at is None
 
+    def may_mint_for(self, identifier: str, user: Any = None) -> bool:
+        """Whether this key may mint for normalised ``identifier``, which names
+        ``user`` (None: nobody yet; the key would create them)."""
+        if not fnmatch.fnmatchcase(identifier, self.identifiers or "*"):
+            return False
+        if user is None:
+            return True
+        if (
+            getattr(user, "is_staff", False) or getattr(user, "is_superuser", False)
+        ) and not self.may_mint_for_staff:
+            return False
+        if self.group_id is not None:
+            groups = getattr(user, "groups", None)
+            return groups is not None and groups.filter(pk=self.group_id).exists()
+        return True
+
 
 class RevokedToken(models.Model):
     """The denylist: one row per revoked token, kept until the token expires."""
 
-    #: ``jti`` or, for a token without one, ``s-`` + its SHA-256.
+    #: ``jti`` or, for a token without one, ``s-`` + its SHA-256; or the key of
+    #: a credential tokens descend from (``f-`` login, ``d-`` Django session,
+    #: ``k-`` API key, ``i-`` identifier).
     key = models.CharField(max_length=80, unique=True)
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        # A revocation must never fail because its user is gone (a session of
+        # a deleted user ended later): no database constraint; the ORM still
+        # deletes these rows with the user.
+        db_constraint=False,
     )
     token_type = models.CharField(max_length=16)
     reason = models.CharField(max_length=32, default="logout")
@@ -183,6 +262,7 @@ class AuditEvent(models.Model):
         LOGIN = "login", _("login")
         LOGIN_FAILED = "login_failed", _("login failed")
         REFRESH = "refresh", _("token refresh")
+        REFRESH_REUSED = "refresh_reused", _("rotated refresh token reused")
         LOGOUT = "logout", _("logout")
         REVOKE = "revoke", _("revocation")
         TOKEN_ISSUED = "token_issued", _("token issued")
@@ -201,6 +281,10 @@ class AuditEvent(models.Model):
         null=True,
         blank=True,
         related_name="chatauth_audit_events",
+        # An audit row must never fail (nor fail its caller's commit) because
+        # its user was deleted meanwhile: no database constraint; the ORM still
+        # nulls the link when a user is deleted, and ``identifier`` stays.
+        db_constraint=False,
     )
     identifier = models.CharField(max_length=255, blank=True, default="")
     method = models.CharField(max_length=16, blank=True, default="")
@@ -209,6 +293,13 @@ class AuditEvent(models.Model):
     ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=512, blank=True, default="")
     token_id = models.CharField(max_length=80, blank=True, default="")
+    #: Who caused it, when not the user themselves: ``user:<identifier>`` (a
+    #: request's authenticated user, e.g. a staff member in the admin),
+    #: ``command:<name>``, ``provider:<id>`` or ``system``.
+    actor = models.CharField(max_length=150, blank=True, default="")
+    #: How many times it happened: refusals of unknown clients are counted and
+    #: written one row per interval (see ``chatauth.audit.Refusals``).
+    count = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
@@ -221,3 +312,40 @@ class AuditEvent(models.Model):
     def __str__(self) -> str:
         outcome = "ok" if self.success else "failed"
         return f"{self.event} {self.identifier} ({outcome})"
+
+
+class AuditTrail(models.Model):
+    """The audit log with the chat sessions' openings and ends among its events:
+    a read-only database view over :class:`AuditEvent` and :class:`ChatSession`
+    (a session's row is the record of both; see :mod:`chatauth.sessions`)."""
+
+    #: ``e<audit event id>``, ``o<session id>`` (opened) or ``c<session id>``.
+    id = models.CharField(primary_key=True, max_length=41)
+    created_at = models.DateTimeField()
+    event = models.CharField(max_length=32, choices=AuditEvent.Event.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.DO_NOTHING,
+        null=True,
+        db_constraint=False,
+        related_name="+",
+    )
+    identifier = models.CharField(max_length=255)
+    method = models.CharField(max_length=16)
+    success = models.BooleanField()
+    reason = models.CharField(max_length=64)
+    ip = models.GenericIPAddressField(null=True)
+    user_agent = models.CharField(max_length=512)
+    token_id = models.CharField(max_length=80)
+    actor = models.CharField(max_length=150)
+    count = models.PositiveIntegerField()
+
+    class Meta:
+        managed = False
+        db_table = "chatauth_audittrail"
+        ordering = ["-created_at"]
+        verbose_name = _("audit trail entry")
+        verbose_name_plural = _("audit trail")
+
+    def __str__(self) -> str:
+        return f"{self.event} {self.identifier or self.user_id}"

@@ -29,8 +29,9 @@ The protocol is authlib's: the authorization-code flow with ``state``, PKCE
 ``S256`` (RFC 7636) and, for OpenID providers, a ``nonce``; the ID token is
 verified against the provider's JWKS (signature, ``iss``, ``aud``, ``exp``,
 ``iat``, ``nonce``).  chatauth adds what authlib leaves to the framework: where
-``state`` lives (the Django session, single use, bound to one provider, expiring
-after ``OAUTH_STATE_LIFETIME``), which user a provider identity becomes, and the
+``state`` lives (a signed cookie of this browser, single use, bound to one
+provider, expiring after ``OAUTH_STATE_LIFETIME``; an anonymous start writes
+nothing on the server), which user a provider identity becomes, and the
 refusals.
 
 Refusals.  ``GET auth/oauth/<id>/callback`` is a browser navigation coming back
@@ -44,19 +45,23 @@ issued for another provider), ``access_denied`` (the user or provider declined),
 issuer/audience/nonce, expired), ``callback_refused`` / ``callback_failed`` (the
 ``oauth_callback`` returned None / raised), ``account_exists`` (a local account
 has this identifier or email and the provider did not verify the email),
-``invalid_user`` (the user model cannot hold the identifier), ``user_inactive``.
+``invalid_user`` (the user model cannot hold the identifier), ``invalid_claims``
+(a claim too long for its column, or holding control characters or a NUL),
+``user_inactive``.
 An unknown provider id is a ``404`` JSON answer on both routes.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import json
 import logging
 import os
 import ssl
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -68,8 +73,8 @@ from authlib.integrations.base_client.async_app import AsyncOAuth2Mixin
 from authlib.integrations.base_client.async_openid import AsyncOpenIDMixin
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 from django.conf import settings as django_settings
-from django.contrib.auth import alogin, get_user_model
-from django.core.exceptions import FieldDoesNotExist
+from django.contrib.auth import get_user_model
+from django.core import signing
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
@@ -80,12 +85,14 @@ from joserfc.errors import JoseError
 from rest_framework import exceptions
 from rest_framework.request import Request
 
-from chatauth import hooks, signals
+from chatauth import flows, hooks, signals
 from chatauth.adapter import get_adapter
 from chatauth.conf import settings
 from chatauth.constants import Method
 from chatauth.exceptions import HookError
+from chatauth.identifiers import normalize
 from chatauth.internal.apiview import AsyncAPIView
+from chatauth.internal.models import has_field
 from chatauth.models import AuditEvent, OAuthAccount
 from chatauth.serializers import DetailSerializer
 
@@ -100,8 +107,14 @@ UNAVAILABLE = (httpx.TransportError, httpx2.TransportError, TimeoutError)
 #: The provider answered, but not with what the protocol says.
 PROVIDER_ERRORS = (httpx.HTTPError, httpx2.HTTPError, OAuthError, JoseError)
 
-#: Session key of the logins in progress: ``{state: {...}}``.
-SESSION_KEY = "_chatauth_oauth"
+#: The cookie of the logins in progress, one per provider (its path is the
+#: provider's routes): ``{state: {...}}``, signed.  Like authlib's own
+#: Starlette integration (a signed session cookie) it holds the PKCE verifier
+#: and nonce, which only matter to whoever also holds the code; it is HttpOnly,
+#: SameSite=Lax (the provider's redirect is a top-level GET) and Secure as
+#: Django's session cookie is.  No server-side row per anonymous start.
+STATE_COOKIE = "chatauth_oauth"
+_STATE_SALT = "chatauth.oauth.state"
 #: Logins a browser may have in progress at once (tabs); older ones are dropped.
 MAX_PENDING = 5
 #: Discovery documents and JWKS are re-read this often (key rotation).
@@ -277,7 +290,7 @@ def get_provider(provider_id: str) -> Provider | None:
 
 class OAuthApp(AsyncOAuth2Mixin, AsyncOpenIDMixin, BaseApp):
     """authlib's async OAuth 2.0 / OIDC client on httpx (as its Starlette
-    integration builds it); chatauth keeps the state in the Django session."""
+    integration builds it); chatauth keeps the state in a signed cookie."""
 
     client_cls = AsyncOAuth2Client
 
@@ -328,6 +341,35 @@ def _text(value: Any) -> str | None:
     """A claim that must be a non-empty string, else None (a provider's JSON is
     input like any other)."""
     return value.strip() or None if isinstance(value, str) else None
+
+
+#: The longest each claim may be where it is stored (refused past it, never cut:
+#: two subjects sharing their first 255 characters are two identities).
+CLAIM_LIMITS = {
+    "subject": 255,
+    "email": 254,
+    "name": 255,
+    "username": 255,
+    "image": 2048,
+}
+
+
+def checked(identity: Identity) -> Identity:
+    """``identity`` if every claim can be stored as the provider said it:
+    within its column, no control characters in the ones chatauth stores as
+    text, no NUL anywhere in the raw data (PostgreSQL cannot hold one); else
+    :class:`Refusal` (``invalid_claims``)."""
+    for name, limit in CLAIM_LIMITS.items():
+        value = getattr(identity, name)
+        if value is None:
+            continue
+        if len(value) > limit or any(
+            unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") for c in value
+        ):
+            raise Refusal("invalid_claims")
+    if not identity.subject or "\\u0000" in json.dumps(identity.raw, default=str):
+        raise Refusal("invalid_claims")
+    return identity
 
 
 async def fetch_identity(
@@ -474,60 +516,51 @@ def link_account(
     """The user this provider identity logs in as, creating or linking as needed.
 
     1. An account already linked to ``(provider, subject)`` wins.
-    2. Else a local user with the identifier (or, if verified, the email) is
-       linked only when the provider verified the email and it is that user's
-       (or the ``oauth_callback`` chose the identifier: developer code decides).
-       Linking on an unverified email hands the account to anyone who can type
-       an address at some provider.
+    2. Else a local user the identity names -- by identifier, or by the email
+       the provider verified -- is joined only if the adapter's policy says so
+       (:meth:`~chatauth.adapter.DefaultAdapter.may_link_oauth`: by default,
+       never); else the login is refused (``account_exists``).
     3. Else a new user is created.
+
+    An inactive user is refused before anything is linked.
     """
     adapter = get_adapter()
     User = get_user_model()
-    now = timezone.now()
-    extra = identity.raw
-    if len(json.dumps(extra, default=str)) > MAX_EXTRA_DATA:
-        extra = {k: identity.raw.get(k) for k in ("sub", "id", "login", "email")}
-    extra = json.loads(json.dumps(extra, default=str))
     fields = {
-        "email": (identity.email or "")[:254],
+        "email": identity.email or "",
         "email_verified": identity.email_verified,
-        "extra_data": extra,
-        "last_login_at": now,
+        "extra_data": _extra_data(identity),
+        "last_login_at": timezone.now(),
     }
     with transaction.atomic():
         account = (
             OAuthAccount.objects.select_for_update()
             .select_related("user")
-            .filter(provider=provider.id, subject=identity.subject[:255])
+            .filter(provider=provider.id, subject=identity.subject)
             .first()
         )
         if account is not None:
+            if not adapter.can_authenticate(account.user):
+                raise Refusal("user_inactive", chat_user.identifier)
             for name, value in fields.items():
                 setattr(account, name, value)
             account.save(update_fields=[*fields])
             adapter.save_profile(account.user, chat_user)
             return account.user
-        username_field = User.USERNAME_FIELD
-        existing = User._default_manager.filter(
-            **{username_field: chat_user.identifier}
-        ).first()
-        email_field = User.get_email_field_name()
-        has_email = _has_field(User, email_field)
-        verified_email = identity.email if identity.email_verified else None
-        if existing is None and verified_email and has_email:
-            matches = list(
-                User._default_manager.filter(
-                    **{f"{email_field}__iexact": verified_email}
-                )[:2]
-            )
-            existing = matches[0] if len(matches) == 1 else None
+        try:
+            existing = _existing_user(adapter, identity, chat_user)
+        except HookError as e:  # an identifier no user can have, or ambiguous
+            raise Refusal("invalid_user", chat_user.identifier) from e
         if existing is not None:
-            owns = verified_email is not None and verified_email.lower() in {
-                str(getattr(existing, username_field, "")).lower(),
-                str(getattr(existing, email_field, "") or "").lower(),
-            }
-            if not (owns or identifier_chosen):
+            if not adapter.may_link_oauth(
+                existing,
+                provider=provider.id,
+                email=identity.email if identity.email_verified else None,
+                identifier_chosen=identifier_chosen,
+            ):
                 raise Refusal("account_exists", chat_user.identifier)
+            if not adapter.can_authenticate(existing):
+                raise Refusal("user_inactive", chat_user.identifier)
             user = existing
             adapter.save_profile(user, chat_user)
         else:
@@ -535,31 +568,49 @@ def link_account(
                 user = adapter.get_or_create_user(chat_user)
             except HookError as e:  # e.g. an identifier the user model can't hold
                 raise Refusal("invalid_user", chat_user.identifier) from e
-            if has_email and verified_email and not getattr(user, email_field, ""):
-                setattr(user, email_field, verified_email[:254])
+            email_field = User.get_email_field_name()
+            if (
+                identity.email_verified
+                and has_field(User, email_field)
+                and not getattr(user, email_field, "")
+            ):
+                setattr(user, email_field, identity.email)
                 user.save(update_fields=[email_field])
         try:
             with transaction.atomic():
                 OAuthAccount.objects.create(
-                    user=user,
-                    provider=provider.id,
-                    subject=identity.subject[:255],
-                    **fields,
+                    user=user, provider=provider.id, subject=identity.subject, **fields
                 )
         except IntegrityError:  # linked concurrently by a parallel callback
             account = OAuthAccount.objects.get(
-                provider=provider.id, subject=identity.subject[:255]
+                provider=provider.id, subject=identity.subject
             )
             user = account.user
     return user
 
 
-def _has_field(model: Any, name: str) -> bool:
-    try:
-        model._meta.get_field(name)
-    except FieldDoesNotExist:
-        return False
-    return True
+def _existing_user(adapter: Any, identity: Identity, chat_user: hooks.User) -> Any:
+    """The local user the identity names: by identifier, else by the email the
+    provider verified (one such user, not several)."""
+    User = get_user_model()
+    existing = adapter.find_user(normalize(chat_user.identifier))
+    email_field = User.get_email_field_name()
+    if existing is None and identity.email_verified and has_field(User, email_field):
+        matches = list(
+            User._default_manager.filter(**{f"{email_field}__iexact": identity.email})[
+                :2
+            ]
+        )
+        existing = matches[0] if len(matches) == 1 else None
+    return existing
+
+
+def _extra_data(identity: Identity) -> dict[str, Any]:
+    """What the provider said, kept on the link (bounded)."""
+    extra = identity.raw
+    if len(json.dumps(extra, default=str)) > MAX_EXTRA_DATA:
+        extra = {k: identity.raw.get(k) for k in ("sub", "id", "login", "email")}
+    return json.loads(json.dumps(extra, default=str))
 
 
 # --- Redirects --------------------------------------------------------------------
@@ -642,8 +693,7 @@ class OAuthStartView(AsyncAPIView):
             unavailable = isinstance(e, UNAVAILABLE)
             reason = "provider_unavailable" if unavailable else "provider_error"
             return await refuse(django_request, found, Refusal(reason), e)
-        session = django_request.session
-        pending = dict(await session.aget(SESSION_KEY) or {})
+        pending = _read_pending(django_request)
         now = time.time()
         # Oldest first; expired ones go, and past MAX_PENDING the oldest too.
         pending = {
@@ -661,8 +711,9 @@ class OAuthStartView(AsyncAPIView):
             "next": safe_next(django_request, request.query_params.get("next")),
             "expires": now + settings.OAUTH_STATE_LIFETIME.total_seconds(),
         }
-        await session.aset(SESSION_KEY, pending)
-        return no_store(HttpResponseRedirect(started["url"]))
+        response = no_store(HttpResponseRedirect(started["url"]))
+        _write_pending(response, found, pending)
+        return response
 
 
 class OAuthCallbackView(AsyncAPIView):
@@ -681,42 +732,38 @@ class OAuthCallbackView(AsyncAPIView):
     async def get(self, request: Request, provider: str) -> HttpResponseRedirect:
         found = _lookup(provider)
         django_request = request._request
+        pending = _read_pending(django_request)
         try:
-            flow = await self._take_state(django_request, found)
+            flow = await self._take_state(django_request, found, pending)
             user = await self._login(django_request, found, flow)
         except Refusal as refusal:
-            return await refuse(django_request, found, refusal)
+            response = await refuse(django_request, found, refusal)
         except UNAVAILABLE as e:
-            return await refuse(
+            response = await refuse(
                 django_request, found, Refusal("provider_unavailable"), e
             )
         except (*PROVIDER_ERRORS, ValueError, KeyError, TypeError) as e:
-            return await refuse(django_request, found, Refusal("provider_error"), e)
-        # Django's own login: new session key (fixation), CSRF token rotated.
-        # The audit row gets its method from the request (see chatauth.audit).
-        # The session names the first backend, which loads the user back by pk.
-        django_request.chatauth_method = Method.OAUTH
-        await alogin(
-            django_request, user, backend=django_settings.AUTHENTICATION_BACKENDS[0]
-        )
-        target = flow.get("next") or str(settings.FRONTEND_URL)
-        return no_store(HttpResponseRedirect(target))
+            response = await refuse(django_request, found, Refusal("provider_error"), e)
+        else:
+            await flows.web_login(django_request, user, Method.OAUTH)
+            target = flow.get("next") or str(settings.FRONTEND_URL)
+            response = no_store(HttpResponseRedirect(target))
+        _write_pending(response, found, pending)  # the used state is gone
+        return response
 
     async def _take_state(
-        self, request: HttpRequest, provider: Provider
+        self, request: HttpRequest, provider: Provider, pending: dict[str, Any]
     ) -> dict[str, Any]:
         state = request.GET.get("state")
-        pending = dict(await request.session.aget(SESSION_KEY) or {})
-        flow = pending.pop(state, None) if state else None
-        if flow is not None:
-            # Single use: gone from the session whatever happens next.
-            await request.session.aset(SESSION_KEY, pending)
+        flow = pending.pop(state, None) if isinstance(state, str) else None
         # CSRF on the redirect endpoint (RFC 6749 §10.12): the state must be one
-        # this browser's session started, for this provider (mix-up, RFC 9207).
+        # this browser started, for this provider (mix-up, RFC 9207), unexpired,
+        # and never used before (single use, whatever cookie is replayed).
         if (
             flow is None
             or flow.get("provider") != provider.id
             or flow.get("expires", 0) <= time.time()
+            or not await _first_use(state)
         ):
             raise Refusal("invalid_state")
         return flow
@@ -735,6 +782,12 @@ class OAuthCallbackView(AsyncAPIView):
         app = provider.app()
         metadata = await app.load_server_metadata()
         iss = request.GET.get("iss")
+        if iss is None and metadata.get(
+            "authorization_response_iss_parameter_supported"
+        ):
+            # RFC 9207 §2.4: a provider that says it always sends ``iss`` and a
+            # response without it: the response may come from another provider.
+            raise Refusal("invalid_issuer")
         if iss is not None and metadata.get("issuer") and iss != metadata["issuer"]:
             raise Refusal("invalid_issuer")  # RFC 9207 §2.4
         token = await app.fetch_access_token(
@@ -744,7 +797,9 @@ class OAuthCallbackView(AsyncAPIView):
         )
         if not token.get("access_token"):
             raise Refusal("provider_error")
-        identity = await fetch_identity(provider, app, token, flow.get("nonce"))
+        identity = checked(
+            await fetch_identity(provider, app, token, flow.get("nonce"))
+        )
         chat_user = default_user(provider, identity)
         adapter = get_adapter()
         callback = hooks.get_hook("oauth_callback")
@@ -773,6 +828,57 @@ class OAuthCallbackView(AsyncAPIView):
         if not adapter.can_authenticate(user):
             raise Refusal("user_inactive", chat_user.identifier)
         return user
+
+
+def _read_pending(request: HttpRequest) -> dict[str, Any]:
+    """The logins this browser has in progress with one provider (the cookie's
+    path selects the provider); {} for a missing, forged or expired cookie."""
+    raw = request.COOKIES.get(STATE_COOKIE)
+    if not raw:
+        return {}
+    try:
+        pending = signing.loads(
+            raw,
+            salt=_STATE_SALT,
+            max_age=settings.OAUTH_STATE_LIFETIME.total_seconds(),
+        )
+    except signing.BadSignature:
+        return {}
+    if not isinstance(pending, dict):
+        return {}
+    return {s: f for s, f in pending.items() if isinstance(f, dict)}
+
+
+def _write_pending(
+    response: HttpResponseRedirect, provider: Provider, pending: dict[str, Any]
+) -> None:
+    path = reverse("chatauth:oauth-start", kwargs={"provider": provider.id})
+    if not pending:
+        response.delete_cookie(STATE_COOKIE, path=path)
+        return
+    response.set_cookie(
+        STATE_COOKIE,
+        signing.dumps(pending, salt=_STATE_SALT, compress=True),
+        max_age=int(settings.OAUTH_STATE_LIFETIME.total_seconds()),
+        path=path,  # the provider's start and callback routes only
+        secure=django_settings.SESSION_COOKIE_SECURE,
+        httponly=True,
+        samesite="Lax",
+    )
+
+
+async def _first_use(state: str) -> bool:
+    """Record that ``state`` was used; False if it had been (a replayed cookie)."""
+    from chatauth.internal.cache import get_cache
+
+    digest = hashlib.sha256(state.encode()).hexdigest()
+    key = f"{settings.CACHE_PREFIX}:oauth-used:{digest}"
+    lifetime = int(settings.OAUTH_STATE_LIFETIME.total_seconds()) + 1
+    try:
+        return bool(await sync_to_async(get_cache().add)(key, 1, lifetime))
+    except Exception:  # no cache: the cookie's own single use stands
+        logger.warning("cache unavailable; an OAuth state's single use not recorded")
+        return True
 
 
 def _takes(func: Any, count: int) -> bool:

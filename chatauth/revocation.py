@@ -1,40 +1,53 @@
-"""Server-side revocation: the denylist, per-user "not before", and telling sockets.
+"""Server-side revocation: the denylist, each user's state, and telling sockets.
 
 The database is the source of truth; the Django cache (Redis in production) is
 in front of it:
 
-* ``<prefix>:deny:<key>`` is ``1`` for a revoked token and ``0`` for one the
-  database said was not revoked (kept for ``DENYLIST_CACHE_TTL`` at most).
-* ``<prefix>:user:<pk>`` is ``(is_active, not_before)`` of the user, or ``GONE``.
+* ``<prefix>:deny:<key>`` is the time (epoch seconds) the credential ``key`` was
+  revoked, or ``0`` when the database said it was not (kept for
+  :func:`cache_ttl` at most).  A key is a token's own (``jti``) or one of its
+  lineage (refresh family, Django session, API key, identifier: see
+  :mod:`chatauth.tokens`).
+* ``<prefix>:user:<pk>`` is the user's :class:`UserState`, or ``GONE``.
 
 Revoking writes the database first, then the cache.  When the cache cannot be
 read (Redis down) every check falls back to the database, so a revoked token is
 never accepted because of a cache failure: the check fails closed.  A live check
 costs one ``get_many`` round trip.
+
+Telling sockets: every live chat session is in the channel-layer groups of its
+user and of each of its credential's keys (:func:`notify`), and each worker
+re-checks its sessions against the database on its heartbeat
+(:func:`verdicts`), for what a lost message or another process did.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from django.contrib.auth import SESSION_KEY, get_user_model
-from django.contrib.auth.signals import user_logged_in
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from chatauth import signals
 from chatauth.conf import settings
-from chatauth.constants import CloseCode, token_group, user_group
-from chatauth.exceptions import HookError, TokenError, TokenRevoked
-from chatauth.internal.cache import aget_many, get_cache
-from chatauth.models import Profile, RevokedToken
+from chatauth.constants import (
+    CLOSE_CODE_FOR,
+    CloseCode,
+    TokenType,
+    token_group,
+    user_group,
+)
+from chatauth.exceptions import TokenError, TokenRevoked
+from chatauth.internal.cache import aget_many, get_cache, is_local, is_process_memory
+from chatauth.internal.models import has_field
+from chatauth.models import APIKey, Profile, RevokedToken
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -45,6 +58,50 @@ if TYPE_CHECKING:
 logger = logging.getLogger("chatauth.revocation")
 GONE = "gone"
 _MISSING = object()
+#: Lineage keys whose denial refuses only what was issued before it: an
+#: identifier's tombstone must not refuse the tokens of a later user of that
+#: identifier.  Every other key is denied for good (nothing new can carry it).
+_CONDITIONAL = "i-"
+
+
+class UserState(NamedTuple):
+    """What decides whether a user's credentials hold (epoch seconds)."""
+
+    active: bool
+    #: Tokens issued at or before this are refused (logout everywhere,
+    #: password change, deactivation).
+    tokens_not_before: float
+    #: Django sessions logged in at or before this are refused (logout
+    #: everywhere, deactivation; a password change is Django's own business:
+    #: its session hash).
+    sessions_not_before: float
+    #: :func:`password_version` of the stored password hash: a token minted
+    #: before the hash changed carries another one (its ``pwv`` claim), by
+    #: whatever path the hash changed -- ``QuerySet.update()``, raw SQL.
+    password_version: str
+    #: The user's ``USERNAME_FIELD``: what a token that names an identifier
+    #: instead of a user id (Chainlit's format) must still name.
+    identifier: str
+
+
+class IdentityChanged(TokenError):
+    """A Chainlit-format token's identifier no longer names the user it was
+    found as (renamed meanwhile): find it again."""
+
+
+def password_version(encoded: str | None) -> str:
+    """A short keyed hash of a stored password hash, as Django's session hash
+    is: a token carries the one of the hash it was minted under.  An upgraded
+    hash (at login, a new hasher or work factor) is a new version too, as it
+    is for Django's sessions."""
+    from django.utils.crypto import salted_hmac
+
+    digest = salted_hmac("chatauth.password_version", encoded or "").hexdigest()
+    return digest[:16]
+
+
+class NeedsDatabase(Exception):
+    """``check(..., cache_only=True)``: the cache alone cannot decide."""
 
 
 def _cache() -> BaseCache:
@@ -53,6 +110,19 @@ def _cache() -> BaseCache:
 
 def _k(kind: str, value: Any) -> str:
     return f"{settings.CACHE_PREFIX}:{kind}:{value}"
+
+
+def cache_ttl() -> float:
+    """How long an answer read from the database may be served from the cache.
+
+    A cache in process memory cannot be told by another process (a management
+    command, another worker) that something changed: there it is trusted for
+    one heartbeat at most, the bound the sweep gives live sockets too.
+    """
+    ttl = settings.DENYLIST_CACHE_TTL.total_seconds()
+    if is_process_memory():
+        ttl = min(ttl, float(settings.HEARTBEAT_INTERVAL))
+    return ttl
 
 
 def _cache_get_many(keys: list[str]) -> dict[str, Any]:
@@ -72,7 +142,17 @@ def _cache_set(
         else:
             _cache().set(key, value, max(1, int(ttl)))
     except Exception:
-        logger.warning("cache unavailable; %s not cached", key.rsplit(":", 2)[-2])
+        if only_if_absent:  # a check's answer: the next check asks again
+            logger.warning("cache unavailable; %s not cached", key.rsplit(":", 2)[-2])
+        else:
+            # A revocation the cache did not take: a stale "not revoked" there
+            # stays until it expires (a cache that reads but refuses writes --
+            # Redis at maxmemory with "noeviction" -- does this).
+            logger.error(
+                "cache refused a revocation (%s); a cached earlier answer "
+                "may stand for up to DENYLIST_CACHE_TTL",
+                key.rsplit(":", 2)[-2],
+            )
 
 
 def _cache_delete(key: str) -> None:
@@ -85,96 +165,166 @@ def _cache_delete(key: str) -> None:
 # --- Reading -----------------------------------------------------------------
 
 
-def _load_user_state(user_pk: Any) -> tuple[bool, float] | str:
+def _epoch(value: datetime | None) -> float:
+    return value.timestamp() if value else 0.0
+
+
+def load_user_states(user_pks: Iterable[Any]) -> dict[str, UserState | str]:
+    """The state of each user in the database (``GONE`` for a missing one),
+    by ``str(pk)``: one query, whatever the number of users."""
     User = get_user_model()
-    has_active = any(f.name == "is_active" for f in User._meta.concrete_fields)
-    fields = ["chatauth_profile__tokens_not_before"]
-    if has_active:
-        fields.append("is_active")
+    wanted = {str(pk) for pk in user_pks if pk is not None}
+    fields = [
+        "pk",
+        "chatauth_profile__tokens_not_before",
+        "chatauth_profile__sessions_not_before",
+        User.USERNAME_FIELD,
+    ]
+    has_active = has_field(User, "is_active")
+    has_password = has_field(User, "password")
+    fields += ["is_active"] * has_active + ["password"] * has_password
+    states: dict[str, UserState | str] = dict.fromkeys(wanted, GONE)
     try:
-        row = User._default_manager.filter(pk=user_pk).values_list(*fields).first()
-    except (ValueError, TypeError, ValidationError):  # pk of the wrong type
-        row = None
-    if row is None:
-        return GONE
-    not_before = row[0].timestamp() if row[0] else 0.0
-    return (bool(row[1]) if has_active else True, not_before)
-
-
-def _resolve_chainlit_user(verified: VerifiedToken) -> VerifiedToken:
-    """Find (or create, as Chainlit's own flows do) the user a Chainlit token names."""
-    from chatauth.adapter import get_adapter
-    from chatauth.hooks import User
-
-    identifier = verified.identifier
-    key = _k("ident", identifier.encode().hex()[:200])
-    pk = _cache_get_many([key]).get(key)
-    if pk is None:
-        claims = verified.claims
-        try:
-            user = get_adapter().get_or_create_user(
-                User(
-                    identifier, claims.get("display_name"), claims.get("metadata") or {}
-                ),
-                update=False,
+        rows = User._default_manager.filter(pk__in=list(wanted)).values_list(*fields)
+        for pk, tokens_nb, sessions_nb, identifier, *rest in rows:
+            active = bool(rest.pop(0)) if has_active else True
+            encoded = rest.pop(0) if has_password else None
+            states[str(pk)] = UserState(
+                active,
+                _epoch(tokens_nb),
+                _epoch(sessions_nb),
+                password_version(encoded),
+                str(identifier),
             )
-        except HookError as e:  # e.g. longer than the user model's USERNAME_FIELD
-            raise TokenError() from e
-        pk = user.pk
-        _cache_set(key, pk, settings.DENYLIST_CACHE_TTL.total_seconds())
-    return replace(verified, user_pk=pk)
+    except (ValueError, TypeError, ValidationError):  # a pk of the wrong type
+        pass
+    return states
 
 
-class NeedsDatabase(Exception):
-    """``check(..., cache_only=True)``: the cache alone cannot decide."""
+def load_user_state(user_pk: Any) -> UserState | str:
+    return load_user_states([user_pk]).get(str(user_pk), GONE)
+
+
+def load_denied(keys: Iterable[str]) -> dict[str, float]:
+    """Which of ``keys`` the database denies, with when: one query (two when an
+    API key is among them: its own row says so too, whoever revoked it)."""
+    keys = list(dict.fromkeys(keys))
+    denied = {
+        key: revoked_at.timestamp()
+        for key, revoked_at in RevokedToken.objects.filter(key__in=keys).values_list(
+            "key", "revoked_at"
+        )
+    }
+    api_keys = {int(k[2:]): k for k in keys if k.startswith("k-") and k not in denied}
+    if api_keys:
+        for pk, revoked_at in APIKey.objects.filter(
+            pk__in=list(api_keys), revoked_at__isnull=False
+        ).values_list("pk", "revoked_at"):
+            denied[api_keys[pk]] = revoked_at.timestamp()
+    return denied
+
+
+def is_denied_cached(key: str) -> bool:
+    """Whether the cache already says credential ``key`` is denied (a shortcut
+    for writers; checks never trust a miss)."""
+    cache_key = _k("deny", key)
+    return bool(_cache_get_many([cache_key]).get(cache_key))
+
+
+def cached_identity(identifier: str) -> Any:
+    """The user id a Chainlit-format token's ``identifier`` was last found as."""
+    key = _identity_key(identifier)
+    return _cache_get_many([key]).get(key)
+
+
+def cache_identity(identifier: str, user_pk: Any) -> None:
+    _cache_set(_identity_key(identifier), user_pk, cache_ttl())
+
+
+def forget_identity(identifier: str) -> None:
+    _cache_delete(_identity_key(identifier))
+
+
+def _identity_key(identifier: str) -> str:
+    return _k("ident", identifier.encode().hex()[:200])
 
 
 def _keys(verified: VerifiedToken) -> list[str]:
-    return [_k("deny", verified.key), _k("user", verified.user_pk)]
+    return [
+        *(_k("deny", key) for key in verified.revocation_keys),
+        _k("user", verified.user_pk),
+    ]
+
+
+def _valid_state(state: Any) -> bool:
+    """A state this version wrote (an older shape is a miss: read again)."""
+    return state == GONE or (isinstance(state, tuple) and len(state) == 5)
 
 
 def check(verified: VerifiedToken, *, cache_only: bool = False) -> VerifiedToken:
-    """Refuse a revoked token, a logged-out-everywhere one, or one of a gone user.
+    """Refuse a revoked credential, one of a logged-out-everywhere, inactive or
+    gone user.  ``verified.user_pk`` must be known (see
+    :func:`chatauth.tokens.identify`).
 
     ``cache_only``: decide from the cache alone (fast enough for an event loop
-    when the cache is local memory) or raise :class:`NeedsDatabase` -- on a miss,
+    when the cache is in memory) or raise :class:`NeedsDatabase` -- on a miss,
     and on a cache failure too, so the caller's full check still fails closed.
     """
-    if verified.user_pk is None:
-        if cache_only:
-            raise NeedsDatabase()
-        verified = _resolve_chainlit_user(verified)
     keys = _keys(verified)
     cached = _cache_get_many(keys)
     if cache_only:
         return _decide_cached(verified, keys, cached)
-    deny_key, user_key = keys
-    denied = cached.get(deny_key, _MISSING)
-    if denied is _MISSING:
-        denied = RevokedToken.objects.filter(key=verified.key).exists()
-        ttl = min(
-            settings.DENYLIST_CACHE_TTL.total_seconds(),
-            verified.expires_at - time.time() + settings.LEEWAY.total_seconds(),
-        )
-        # ``add``, not ``set``: if a revocation stored "denied" since the database
-        # was read, this (now stale) answer must not replace it.
-        _cache_set(deny_key, int(denied), ttl, only_if_absent=True)
-    if denied:
-        raise TokenRevoked()
-
-    _check_user(verified.user_pk, verified.issued_at, cached.get(user_key, _MISSING))
+    _refuse_denied(verified, _denied(verified, keys, cached))
+    state = cached.get(keys[-1], _MISSING)
+    if not _valid_state(state):
+        state = user_state(verified.user_pk, cached=False)
+    check_user(state, verified)
     return verified
 
 
-async def acheck_cached(verified: VerifiedToken) -> VerifiedToken:
-    """:func:`check` with ``cache_only`` for an event loop, reading the cache
-    without blocking it (see :func:`chatauth.internal.cache.aget_many`).
+def check_denied(verified: VerifiedToken) -> None:
+    """The denylist part of :func:`check` alone: it needs no user (a token that
+    names an identifier is refused before any user is looked up or created)."""
+    keys = [_k("deny", key) for key in verified.revocation_keys]
+    _refuse_denied(verified, _denied(verified, keys, _cache_get_many(keys)))
+
+
+def _denied(
+    verified: VerifiedToken, keys: list[str], cached: dict[str, Any]
+) -> dict[str, float]:
+    """When each of the credential's keys was revoked (0: it was not), from the
+    cache, else from the database (then cached)."""
+    denied: dict[str, float] = {}
+    missing = []
+    for key, cache_key in zip(verified.revocation_keys, keys, strict=False):
+        if cache_key in cached:
+            denied[key] = cached[cache_key]
+        else:
+            missing.append(key)
+    if missing:
+        found = load_denied(missing)
+        ttl = min(
+            cache_ttl(),
+            verified.expires_at - time.time() + settings.LEEWAY.total_seconds(),
+        )
+        for key in missing:
+            denied[key] = found.get(key, 0)
+            # ``add``, not ``set``: if a revocation stored "denied" since the
+            # database was read, this (now stale) answer must not replace it.
+            _cache_set(_k("deny", key), denied[key], ttl, only_if_absent=True)
+    return denied
+
+
+async def acheck(verified: VerifiedToken) -> VerifiedToken:
+    """:func:`check` from the cache alone, for an event loop: a cache in memory
+    is read directly, Django's Redis cache through ``redis.asyncio`` (see
+    :func:`chatauth.internal.cache.aget_many`).
 
     Raises :class:`NeedsDatabase` when the cache cannot decide: a miss, a
-    failure, or a cache with no async read.
+    failure, or a cache with no non-blocking read.
     """
-    if verified.user_pk is None:
-        raise NeedsDatabase()
+    if is_local():
+        return check(verified, cache_only=True)
     keys = _keys(verified)
     try:
         cached = await aget_many(keys)
@@ -189,125 +339,244 @@ async def acheck_cached(verified: VerifiedToken) -> VerifiedToken:
 def _decide_cached(
     verified: VerifiedToken, keys: list[str], cached: dict[str, Any]
 ) -> VerifiedToken:
-    deny_key, user_key = keys
-    if deny_key not in cached or user_key not in cached:
+    if any(key not in cached for key in keys) or not _valid_state(cached[keys[-1]]):
         raise NeedsDatabase()
-    if cached[deny_key]:
-        raise TokenRevoked()
-    _check_user(verified.user_pk, verified.issued_at, cached[user_key])
+    denied = dict(
+        zip(verified.revocation_keys, (cached[k] for k in keys), strict=False)
+    )
+    _refuse_denied(verified, denied)
+    try:
+        check_user(cached[keys[-1]], verified)
+    except IdentityChanged:
+        raise NeedsDatabase() from None  # the full check finds the user again
     return verified
 
 
-def _check_user(user_pk: Any, issued_at: float, state: Any = _MISSING) -> None:
-    if state is _MISSING:
-        key = _k("user", user_pk)
-        state = _cache_get_many([key]).get(key, _MISSING)
-    if state is _MISSING:
-        state = _load_user_state(user_pk)
-        ttl = settings.DENYLIST_CACHE_TTL.total_seconds()
-        _cache_set(_k("user", user_pk), state, ttl, only_if_absent=True)
+def _refuse_denied(verified: VerifiedToken, denied: dict[str, Any]) -> None:
+    for key in verified.revocation_keys:
+        revoked_at = denied.get(key)
+        if not revoked_at:
+            continue
+        if (
+            key == verified.key
+            or not key.startswith(_CONDITIONAL)
+            or verified.issued_at <= revoked_at
+        ):
+            raise TokenRevoked()
+
+
+def check_user(state: Any, verified: VerifiedToken) -> None:
+    """Refuse ``verified`` for a user in ``state``: gone, inactive, logged out
+    everywhere since it was issued (a Django session: since it logged in),
+    its password changed since, or no longer the identifier it names."""
     if state == GONE:
         raise TokenError("User not found.", code="user_not_found")
-    active, not_before = state
+    active, tokens_nb, sessions_nb, version, identifier = state
     if not active:
         raise TokenError("User is inactive.", code="user_inactive")
-    if issued_at <= not_before:
+    web = verified.token_type == TokenType.SESSION
+    if verified.issued_at <= (sessions_nb if web else tokens_nb):
         raise TokenRevoked()
+    claimed = verified.claims.get(PASSWORD_CLAIM)
+    if claimed is not None and claimed != version:
+        raise TokenRevoked()
+    if verified.token_type == TokenType.CHAINLIT and identifier != verified.identifier:
+        raise IdentityChanged()
 
 
-# --- Django sessions ----------------------------------------------------------
-
-#: When the session's user logged in (``time.time()``), set at ``login()``.
-SESSION_AUTH_AT = "_chatauth_auth_at"
+#: The password version a token was minted under (see :func:`password_version`).
+PASSWORD_CLAIM = "pwv"
 
 
-def session_auth_time(session: Any) -> float:
-    """When ``session``'s user logged in; 1.0 for a session older than chatauth's
-    stamp (so it survives until the user is logged out everywhere)."""
-    value = session.get(SESSION_AUTH_AT)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return 1.0
-    return float(value)
+def user_state(user_pk: Any, *, cached: bool = True) -> UserState | str:
+    """The user's state, from the cache or else the database (then cached)."""
+    key = _k("user", user_pk)
+    state = _cache_get_many([key]).get(key, _MISSING) if cached else _MISSING
+    if not _valid_state(state):
+        state = load_user_state(user_pk)
+        _cache_set(key, state, cache_ttl(), only_if_absent=True)
+    return state
 
 
-def check_session(user_pk: Any, session: Any) -> None:
-    """Refuse a Django session whose user was logged out everywhere (or
-    deactivated, or deleted) after it logged in: "everywhere" includes the web
-    sessions that mint copilot tokens and open chat sockets, not only JWTs.
-    Raises like :func:`check`."""
-    _check_user(user_pk, session_auth_time(session))
+# --- The sweep ------------------------------------------------------------------
 
 
-@receiver(user_logged_in)
-def _stamp_session(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
-    session = getattr(request, "session", None)
-    # Only a session that ``login()`` tied to this user (not an API login's
-    # request, whose session nobody keeps).
-    if session is not None and str(session.get(SESSION_KEY)) == str(user.pk):
-        session[SESSION_AUTH_AT] = time.time()
+def verdicts(credentials: Sequence[VerifiedToken]) -> list[int | None]:
+    """The database's answer for each live credential: None while it holds,
+    else the close code its socket must get.  Two or three queries for the
+    whole batch, whatever its size (the heartbeat's sweep).
+
+    A refusal the cache did not know yet is written to it, so HTTP requests
+    see what the sweep found (an ORM bulk update, another process).
+    """
+    denied = load_denied(k for v in credentials for k in v.revocation_keys)
+    states = load_user_states(v.user_pk for v in credentials)
+    results: list[int | None] = []
+    stale_users: set[str] = set()
+    for verified in credentials:
+        state = states.get(str(verified.user_pk), GONE)
+        try:
+            _refuse_denied(verified, denied)
+            check_user(state, verified)
+        except TokenError as e:
+            results.append(close_code(e))
+            stale_users.add(str(verified.user_pk))
+        else:
+            results.append(None)
+    for key, revoked_at in denied.items():
+        _cache_set(_k("deny", key), revoked_at, cache_ttl())
+    for pk in stale_users:
+        invalidate_user(pk, states.get(pk, GONE))
+    return results
+
+
+def close_code(error: TokenError) -> int:
+    """The WebSocket close code of a refusal."""
+    return int(CLOSE_CODE_FOR.get(error.code, CloseCode.UNAUTHORIZED))
 
 
 # --- Writing -----------------------------------------------------------------
 
 
-def revoke_token(verified: VerifiedToken, *, reason: str = "logout") -> bool:
-    """Deny one token from now on; tell its live sessions.  False if already denied.
+def revoke_key(
+    key: str,
+    *,
+    kind: str,
+    reason: str,
+    expires_at: float,
+    user_pk: Any = None,
+    identifier: str = "",
+) -> bool:
+    """Deny credential ``key`` from now on and close the sockets that hold it,
+    on every worker.  False if it was denied already.
 
-    The unique ``key`` makes this the arbiter of refresh-token rotation: of two
-    concurrent refreshes with the same token, exactly one inserts the row.
+    ``expires_at``: when nothing carrying the key can be accepted any more (the
+    row may be pruned then).  The unique ``key`` makes this the arbiter of
+    refresh-token rotation: of two concurrent refreshes with the same token,
+    exactly one inserts the row.  An identifier's tombstone (denying what was
+    issued *before* it) is renewed instead: a second deletion of a user of the
+    same name moves it to now.
     """
-    expires = datetime.fromtimestamp(verified.expires_at, tz=UTC)
-    expires += settings.LEEWAY
-    try:
-        with transaction.atomic():
-            RevokedToken.objects.create(
-                key=verified.key,
-                user_id=verified.user_pk,
-                token_type=verified.token_type,
-                reason=reason,
-                expires_at=expires,
-            )
-        created = True
-    except IntegrityError:
-        created = False
-    ttl = verified.expires_at - time.time() + settings.LEEWAY.total_seconds()
-    _cache_set(_k("deny", verified.key), 1, ttl)
-    if created:
-        signals.token_revoked.send(
-            sender=RevokedToken, token=verified, reason=reason, user_pk=verified.user_pk
+    now = timezone.now()
+    expires = datetime.fromtimestamp(expires_at, tz=UTC) + settings.LEEWAY
+    created = _insert_denial(key, kind, reason, now, expires, user_pk)
+    if not created and key.startswith(_CONDITIONAL):
+        RevokedToken.objects.filter(key=key).update(
+            revoked_at=now,
+            reason=reason[:32],
+            expires_at=Greatest("expires_at", expires),
         )
-    notify(token_group(verified.key), reason=reason)
+        created = True  # a new denial, as far as anyone is concerned
+    ttl = expires_at - time.time() + settings.LEEWAY.total_seconds()
+    if created:
+        _cache_set(_k("deny", key), now.timestamp(), ttl)
+        signals.token_revoked.send(
+            sender=RevokedToken,
+            key=key,
+            kind=kind,
+            reason=reason,
+            user_pk=user_pk,
+            identifier=identifier,
+        )
+    else:
+        # Whatever a concurrent check cached meanwhile, the row says denied.
+        row = RevokedToken.objects.filter(key=key).values_list("revoked_at").first()
+        if row is not None:
+            _cache_set(_k("deny", key), row[0].timestamp(), ttl)
+    notify(token_group(key), reason=reason)
     return created
 
 
-def revoke_user(user: AbstractBaseUser, *, reason: str = "logout_everywhere") -> None:
-    """Refuse every token issued to ``user`` until now and close all their sessions."""
-    now = timezone.now()
-    # Strictly after every token minted so far, even one minted this millisecond.
-    now += timedelta(milliseconds=1)
+def _insert_denial(
+    key: str, kind: str, reason: str, now: datetime, expires: datetime, user_pk: Any
+) -> bool:
+    try:
+        with transaction.atomic():
+            RevokedToken.objects.create(
+                key=key,
+                user_id=user_pk,
+                token_type=kind[:16],
+                reason=reason[:32],
+                revoked_at=now,
+                expires_at=expires,
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+def revoke_token(verified: VerifiedToken, *, reason: str = "logout") -> bool:
+    """Deny one token (its own key) from now on; tell its live sessions."""
+    return revoke_key(
+        verified.key,
+        kind=verified.token_type,
+        reason=reason,
+        expires_at=verified.expires_at,
+        user_pk=verified.user_pk,
+        identifier=verified.identifier,
+    )
+
+
+def revoke_family(verified: VerifiedToken, *, reason: str) -> bool:
+    """End the login ``verified`` belongs to: every access and refresh token
+    minted for it since, and the sockets opened with them."""
+    family = verified.family
+    if family is None:
+        return False
+    lifetime = settings.REFRESH_TOKEN_LIFETIME.total_seconds()
+    return revoke_key(
+        family,
+        kind="family",
+        reason=reason,
+        expires_at=time.time() + lifetime,
+        user_pk=verified.user_pk,
+        identifier=verified.identifier,
+    )
+
+
+def end_user(user: AbstractBaseUser, *, reason: str, web_sessions: bool = True) -> None:
+    """Refuse every token issued to ``user`` until now (and, with
+    ``web_sessions``, every Django session logged in until now) and close
+    their live sessions on every worker.
+
+    Without ``web_sessions`` (a password change) Django ends the web sessions
+    itself, through their session hash, and keeps the one that made the change
+    (``update_session_auth_hash``, under a new key).
+    """
+    # Strictly after every token minted so far, even one minted this millisecond
+    # (``iat`` is rounded to milliseconds, so it may be up to 0.5 ms late).
+    now = timezone.now() + timedelta(milliseconds=1)
+    fields = {"tokens_not_before": now}
+    if web_sessions:
+        fields["sessions_not_before"] = now
     profile, _ = Profile.objects.get_or_create(user=user)
-    Profile.objects.filter(pk=profile.pk).update(tokens_not_before=now)
-    invalidate_user(user.pk, _load_user_state(user.pk))
+    Profile.objects.filter(pk=profile.pk).update(**fields)
+    invalidate_user(user.pk, load_user_state(user.pk))
     signals.user_tokens_revoked.send(sender=Profile, user=user, reason=reason)
     notify(user_group(user.pk), reason=reason)
 
 
+def revoke_user(user: AbstractBaseUser, *, reason: str = "logout_everywhere") -> None:
+    """Log ``user`` out everywhere: tokens, Django sessions, live sockets."""
+    end_user(user, reason=reason, web_sessions=True)
+
+
 def invalidate_user(
-    user_pk: Any, state: tuple[bool, float] | str | None = None
+    user_pk: Any, state: UserState | tuple[bool, float, float] | str | None = None
 ) -> None:
     """Drop the cached state of a user (saved, deactivated, deleted, revoked), or
     replace it with ``state`` when the change makes the user stricter.
 
     Where tokens stop working (deactivated, deleted, logged out everywhere) the
     new state is *stored*, not just deleted: a check that read the old row just
-    before the change would otherwise put it back for ``DENYLIST_CACHE_TTL``;
+    before the change would otherwise put it back for ``cache_ttl()``;
     :func:`check` only ``add``s, so it cannot overwrite a stored state.
     """
     key = _k("user", user_pk)
     if state is None:
         _cache_delete(key)
     else:
-        _cache_set(key, state, settings.DENYLIST_CACHE_TTL.total_seconds())
+        _cache_set(key, state, cache_ttl())
 
 
 def notify(group: str, *, reason: str, code: int = CloseCode.REVOKED) -> None:
@@ -323,18 +592,3 @@ def notify(group: str, *, reason: str, code: int = CloseCode.REVOKED) -> None:
         async_to_sync(layer.group_send)(group, message)
     except Exception:
         logger.exception("could not tell live sessions in %s to close", group)
-
-
-@receiver(post_save)
-@receiver(post_delete)
-def _user_changed(sender: type, instance: Any, **kwargs: Any) -> None:
-    if sender is get_user_model():
-        if kwargs.get("signal") is post_delete:
-            invalidate_user(instance.pk, GONE)
-        elif not getattr(instance, "is_active", True):
-            invalidate_user(instance.pk, (False, 0.0))
-            notify(user_group(instance.pk), reason="deactivated")
-        else:
-            invalidate_user(instance.pk)
-    elif sender is Profile:
-        invalidate_user(instance.user_id)

@@ -1,19 +1,42 @@
 """Minting and verifying chatauth's JWTs.
 
-Minting goes through djangorestframework-simplejwt's :class:`Token`.  Verifying goes
-through one function, :func:`verify_token`, which every HTTP route and every
-WebSocket calls: signature and algorithm, expiry, type, then the revocation check
-in :mod:`chatauth.revocation`.  It also accepts tokens minted the way Chainlit
-documents it (PyJWT, HS256, ``identifier``/``metadata``/``exp``) when
-``ACCEPT_CHAINLIT_TOKENS`` is on.
+Minting goes through djangorestframework-simplejwt's :class:`Token` (its claims,
+``jti``, lifetimes).  Verifying is chatauth's own, in one pipeline that every
+HTTP route and every WebSocket runs, :func:`verify_token`:
+
+1. **signature** (:func:`decode`): PyJWT with exactly the configured algorithm,
+   the current secret then ``PREVIOUS_SECRETS``, ``exp`` required;
+2. **form** (:func:`classify`): the type, and the credentials the token descends
+   from (its *lineage*, below);
+3. **identity** (:func:`identify`): the user a Chainlit-format token names;
+4. **revocation** (:func:`chatauth.revocation.check`): the denylist and the
+   user's state, through the cache, the database as the source of truth.
+
+simplejwt's own ``Token(raw)`` verification is not used: it has no notion of
+several secrets, of Chainlit's token format or of revocation by lineage, and
+parsing twice would cost more than the check itself on the hot path.
+
+Lineage.  A token is refused when any credential it descends from has ended,
+not only itself: each such credential has a denylist key, carried in a claim.
+
+``fam``   the login (refresh-token family) of an access or refresh token:
+          logging out ends the family, and reusing a rotated refresh token
+          ends it too (RFC 9700 §4.14.2);
+``sid``   the Django session a copilot token was minted for (the widget on a
+          signed-in page): signing out of the site ends it;
+``akey``  the API key that minted a copilot token: revoking the key ends it;
+identifier  (Chainlit format, no claim needed): the identifier's tombstone,
+          written when its user is deleted or renamed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import secrets
+import time
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -22,18 +45,33 @@ from django.core.exceptions import ImproperlyConfigured
 from rest_framework_simplejwt.backends import TokenBackend
 from rest_framework_simplejwt.tokens import Token
 
-from chatauth.conf import settings
+from chatauth import revocation
+from chatauth.conf import on_reload, settings
 from chatauth.constants import TokenType
-from chatauth.exceptions import TokenError, TokenExpired
+from chatauth.exceptions import HookError, TokenError, TokenExpired
+from chatauth.identifiers import InvalidIdentifier, normalize
 from chatauth.internal import signed
+from chatauth.internal.models import has_field
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
 
+    from chatauth.models import APIKey
+
 #: Longer input is refused before any parsing (a JWT of ours is well under 2 KB).
 MAX_TOKEN_LENGTH = 8192
 TYPE_CLAIM = "token_type"
+#: Lineage claims (see the module docstring).
+FAMILY_CLAIM = "fam"
+SESSION_CLAIM = "sid"
+API_KEY_CLAIM = "akey"
 _JTI_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: What a lineage claim may hold: exactly the key forms chatauth writes.
+_LINEAGE_RE = {
+    FAMILY_CLAIM: re.compile(r"f-[0-9a-f]{32}"),
+    SESSION_CLAIM: re.compile(r"d-[0-9a-f]{40}"),
+    API_KEY_CLAIM: re.compile(r"k-[0-9]{1,20}"),
+}
 # JWS compact serialization (RFC 7515 section 7.1) is three base64url segments
 # "with all trailing '=' characters omitted" (section 2).  PyJWT also decodes
 # padded segments, so ``token + "="`` would otherwise be a second spelling of the
@@ -66,9 +104,42 @@ def get_backend() -> TokenBackend:
     return _backend
 
 
+@on_reload
 def reset_backend() -> None:
     global _backend
     _backend = None
+
+
+# --- Lineage keys --------------------------------------------------------------------
+
+
+def new_family() -> str:
+    """The key of a new login: its access and refresh tokens share it."""
+    return "f-" + secrets.token_hex(16)
+
+
+def session_key_id(session_key: str) -> str:
+    """The key of a Django session: its copilot tokens and the chat sockets
+    opened with its cookie (a hash: the session key itself is a credential)."""
+    return "d-" + hashlib.sha256(session_key.encode()).hexdigest()[:40]
+
+
+def api_key_id(api_key_pk: Any) -> str:
+    """The key of an API key: the copilot tokens it minted."""
+    return f"k-{int(api_key_pk)}"
+
+
+def identifier_id(identifier: str) -> str:
+    """The key of an identifier: tokens that name it instead of a user id.
+    Of its normal form (``DEMO`` and ``demo`` name one user)."""
+    try:
+        identifier = normalize(identifier)
+    except InvalidIdentifier:
+        pass  # names nobody: keyed as it is
+    return "i-" + hashlib.sha256(identifier.encode()).hexdigest()[:40]
+
+
+# --- Minting -------------------------------------------------------------------------
 
 
 class ChatToken(Token):
@@ -92,6 +163,9 @@ class ChatToken(Token):
         at_time = at_time or self.current_time
         self.payload[claim] = round(at_time.timestamp(), 3)
 
+    def set_lifetime(self, lifetime: timedelta) -> None:
+        self.set_exp(from_time=self.current_time, lifetime=lifetime)
+
     @classmethod
     def for_claims(cls, user_pk: Any, claims: dict[str, Any]) -> ChatToken:
         token = cls()
@@ -114,9 +188,6 @@ class CopilotToken(ChatToken):
     token_type = TokenType.COPILOT
     lifetime_setting = "COPILOT_TOKEN_LIFETIME"
 
-    def set_lifetime(self, lifetime: timedelta) -> None:
-        self.set_exp(from_time=self.current_time, lifetime=lifetime)
-
 
 @dataclass(frozen=True)
 class TokenPair:
@@ -134,43 +205,99 @@ class TokenPair:
         }
 
 
-def issue_pair(user: AbstractBaseUser) -> TokenPair:
-    """Mint an access/refresh pair for ``user`` with its identity claims."""
+def issue_pair(user: AbstractBaseUser, *, family: str | None = None) -> TokenPair:
+    """Mint an access/refresh pair for ``user`` with its identity claims.
+
+    ``family``: the login the pair continues (a refresh); a new login otherwise.
+    """
     from chatauth.adapter import get_adapter
 
+    family = family or new_family()
     claims = get_adapter().user_claims(user)
-    access = AccessToken.for_claims(user.pk, claims)
-    refresh = RefreshToken.for_claims(user.pk, {"identifier": claims["identifier"]})
+    bound = {FAMILY_CLAIM: family, **_password_claim(user)}
+    access = AccessToken.for_claims(user.pk, {**claims, **bound})
+    refresh = RefreshToken.for_claims(
+        user.pk, {"identifier": claims["identifier"], **bound}
+    )
     return TokenPair(access, refresh, claims)
 
 
+def _password_claim(user: AbstractBaseUser) -> dict[str, str]:
+    """``{"pwv": ...}``: the password version the token is minted under, so a
+    change of the stored hash, by any path, refuses it (see
+    :class:`chatauth.revocation.UserState`)."""
+    from django.contrib.auth import get_user_model
+
+    if not has_field(get_user_model(), "password"):
+        return {}
+    return {revocation.PASSWORD_CLAIM: revocation.password_version(user.password)}
+
+
 def issue_copilot_token(
-    user: AbstractBaseUser, lifetime: timedelta | None = None
+    user: AbstractBaseUser,
+    lifetime: timedelta | None = None,
+    *,
+    web_session: Any = None,
+    api_key: APIKey | None = None,
 ) -> CopilotToken:
-    """Mint a copilot access token for ``user`` (default ``COPILOT_TOKEN_LIFETIME``)."""
+    """Mint a copilot access token for ``user`` (default ``COPILOT_TOKEN_LIFETIME``).
+
+    ``web_session``: the Django session it is minted for; it ends with that
+    session (sign-out, deletion) and never outlives its expiry.  ``api_key``:
+    the key minting it; revoking the key ends it.
+    """
     from chatauth.adapter import get_adapter
 
-    token = CopilotToken.for_claims(user.pk, get_adapter().user_claims(user))
+    claims = get_adapter().user_claims(user)
+    token = CopilotToken.for_claims(user.pk, {**claims, **_password_claim(user)})
     if lifetime is not None:
         token.set_lifetime(lifetime)
+    if web_session is not None and web_session.session_key:
+        token[SESSION_CLAIM] = session_key_id(web_session.session_key)
+        ends = int(web_session.get_expiry_date().timestamp())
+        if ends < token["exp"]:
+            token["exp"] = ends
+    if api_key is not None:
+        token[API_KEY_CLAIM] = api_key_id(api_key.pk)
     return token
+
+
+# --- Verifying -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class VerifiedToken:
-    """A token that passed every check; what routes and consumers work with."""
+    """A credential that passed every check; what routes and consumers work with.
+
+    Also stands for a Django session behind a chat socket (``token_type``
+    ``"session"``, see :mod:`chatauth.websessions`).
+    """
 
     claims: dict[str, Any]
     token_type: str
-    key: str  # the denylist key: ``jti``, or ``s-`` + SHA-256 of the token
+    #: The denylist key: ``jti``, ``s-`` + SHA-256 of a token without one, or
+    #: ``d-`` + SHA-256 of a Django session's key.
+    key: str
     user_pk: Any
     issued_at: float
     expires_at: float
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: Not in ``repr()``: it may hold a Django session key (a credential).
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: Denylist keys of the credentials this one descends from.
+    lineage: tuple[str, ...] = ()
 
     @property
     def identifier(self) -> str:
         return self.claims.get("identifier", "")
+
+    @property
+    def revocation_keys(self) -> tuple[str, ...]:
+        """Its own key, then its lineage: denying any of them refuses it."""
+        return (self.key, *self.lineage)
+
+    @property
+    def family(self) -> str | None:
+        return next((k for k in self.lineage if k.startswith("f-")), None)
 
     def user_dict(self) -> dict[str, Any]:
         return {
@@ -245,8 +372,20 @@ def _number(claims: dict[str, Any], name: str) -> float | None:
     return float(value)
 
 
+def _lineage(claims: dict[str, Any]) -> tuple[str, ...]:
+    found = []
+    for claim, pattern in _LINEAGE_RE.items():
+        value = claims.get(claim)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise TokenError()
+        found.append(value)
+    return tuple(found)
+
+
 def classify(claims: dict[str, Any], raw: str) -> VerifiedToken:
-    """Work out the type, user and denylist key of decoded ``claims``."""
+    """Work out the type, user, denylist key and lineage of decoded ``claims``."""
     token_type = claims.get(TYPE_CLAIM)
     expires_at = _number(claims, "exp")
     if expires_at is None:
@@ -267,8 +406,15 @@ def classify(claims: dict[str, Any], raw: str) -> VerifiedToken:
             raise TokenError()
         if metadata is not None and not isinstance(metadata, dict):
             raise TokenError()
+        longest = settings.CHAINLIT_TOKEN_MAX_LIFETIME.total_seconds()
         if issued_at is None:
-            issued_at = expires_at - settings.CHAINLIT_TOKEN_LIFETIME.total_seconds()
+            # No ``iat``: an ``exp`` further ahead than the longest lifetime
+            # allowed cannot be placed in time, so it is refused, and the
+            # token counts as issued as early as it can have been.
+            leeway = settings.LEEWAY.total_seconds()
+            if expires_at - time.time() > longest + leeway:
+                raise TokenError("Token lives longer than allowed.")
+            issued_at = expires_at - longest
         return VerifiedToken(
             claims=claims,
             token_type=TokenType.CHAINLIT,
@@ -276,6 +422,7 @@ def classify(claims: dict[str, Any], raw: str) -> VerifiedToken:
             user_pk=None,
             issued_at=issued_at,
             expires_at=expires_at,
+            lineage=(*_lineage(claims), identifier_id(identifier)),
         )
     if token_type not in (TokenType.ACCESS, TokenType.REFRESH, TokenType.COPILOT):
         raise TokenError()
@@ -289,7 +436,48 @@ def classify(claims: dict[str, Any], raw: str) -> VerifiedToken:
         user_pk=user_pk,
         issued_at=issued_at if issued_at is not None else 0.0,
         expires_at=expires_at,
+        lineage=_lineage(claims),
     )
+
+
+def verify_signed(
+    raw: Any, expected: Collection[str] = TokenType.ACCESS_LIKE
+) -> VerifiedToken:
+    """Steps 1 and 2 of the pipeline: signature, time claims, form and type (no
+    I/O).  Revocation is not checked: never accept a token on this alone."""
+    verified = classify(decode(raw), raw)
+    if verified.token_type not in expected:
+        raise TokenError("Token has wrong type.")
+    return verified
+
+
+def identify(verified: VerifiedToken) -> VerifiedToken:
+    """Step 3: the user a Chainlit-format token names (found, or created as
+    Chainlit's own flows do).  Other tokens carry their user id already."""
+    if verified.user_pk is not None:
+        return verified
+    from chatauth.adapter import get_adapter
+    from chatauth.hooks import User
+
+    identifier = verified.identifier
+    pk = revocation.cached_identity(identifier)
+    if pk is None:
+        # A revoked token must not create (or find) anyone: its identifier's
+        # user may have been deleted, and this one must not come back.
+        revocation.check_denied(verified)
+        claims = verified.claims
+        try:
+            user = get_adapter().get_or_create_user(
+                User(
+                    identifier, claims.get("display_name"), claims.get("metadata") or {}
+                ),
+                update=False,
+            )
+        except HookError as e:  # e.g. longer than the user model's USERNAME_FIELD
+            raise TokenError() from e
+        pk = user.pk
+        revocation.cache_identity(identifier, pk)
+    return replace(verified, user_pk=pk)
 
 
 def verify_token(
@@ -298,24 +486,21 @@ def verify_token(
     *,
     cache_only: bool = False,
 ) -> VerifiedToken:
-    """The one check of a presented token: valid, of an ``expected`` type, not revoked.
+    """The one check of a presented token: valid, of an ``expected`` type, not
+    revoked, its user able to log in.
 
     Every route and every WebSocket calls this (the async side through
-    :func:`averify_token`).  Raises :class:`TokenError` (``token_not_valid``),
-    :class:`TokenExpired` or :class:`~chatauth.exceptions.TokenRevoked`.
+    :func:`averify_token`).  Raises :class:`TokenError` (``token_not_valid``,
+    ``user_inactive``, ``user_not_found``), :class:`TokenExpired` or
+    :class:`~chatauth.exceptions.TokenRevoked`; with ``cache_only``,
+    :class:`~chatauth.revocation.NeedsDatabase` when the cache cannot decide.
     """
-    from chatauth import revocation
-
-    verified = _verify_signed(raw, expected)
-    return revocation.check(verified, cache_only=cache_only)
-
-
-def _verify_signed(raw: Any, expected: Collection[str]) -> VerifiedToken:
-    """Everything but revocation: signature, time claims, form and type."""
-    verified = classify(decode(raw), raw)
-    if verified.token_type not in expected:
-        raise TokenError("Token has wrong type.")
-    return verified
+    verified = verify_signed(raw, expected)
+    if verified.user_pk is None and cache_only:
+        raise revocation.NeedsDatabase()
+    if cache_only:
+        return revocation.check(identify(verified), cache_only=True)
+    return _full_check(verified)
 
 
 async def averify_token(
@@ -327,8 +512,8 @@ async def averify_token(
     """:func:`verify_token` for async code, without blocking the event loop.
 
     The signature check (CPU only) runs on the loop.  The revocation check runs
-    there too when the cache can decide it without blocking: a local-memory
-    cache (no I/O), or Django's Redis cache read through ``redis.asyncio``.  A
+    there too when the cache can decide it without blocking: a cache with no
+    network I/O, or Django's Redis cache read through ``redis.asyncio``.  A
     cache miss, a cache failure or another cache backend goes to a worker
     thread (database and sync cache), as :func:`verify_token` would:
     ``thread_sensitive`` as in :func:`asgiref.sync.sync_to_async` (True in a
@@ -336,28 +521,33 @@ async def averify_token(
     """
     from asgiref.sync import sync_to_async
 
-    from chatauth import revocation
-    from chatauth.internal.cache import is_local
-
-    verified = _verify_signed(raw, expected)
-    try:
-        if is_local():
-            return revocation.check(verified, cache_only=True)
-        return await revocation.acheck_cached(verified)
-    except revocation.NeedsDatabase:
-        pass
+    verified = verify_signed(raw, expected)
+    if verified.user_pk is not None:
+        try:
+            return await revocation.acheck(verified)
+        except revocation.NeedsDatabase:
+            pass
     if thread_sensitive:
-        return await sync_to_async(revocation.check)(verified)
+        return await sync_to_async(_full_check)(verified)
     return await sync_to_async(_check_in_worker, thread_sensitive=False)(verified)
+
+
+def _full_check(verified: VerifiedToken) -> VerifiedToken:
+    """Identity and revocation from the cache and the database."""
+    try:
+        return revocation.check(identify(verified))
+    except revocation.IdentityChanged:
+        # The identifier was found as a user it no longer names (renamed
+        # since): forget that, and find it again.
+        revocation.forget_identity(verified.identifier)
+        return revocation.check(identify(verified))
 
 
 def _check_in_worker(verified: VerifiedToken) -> VerifiedToken:
     from django.db import close_old_connections
 
-    from chatauth import revocation
-
     try:
-        return revocation.check(verified)
+        return _full_check(verified)
     finally:
         # A worker thread is not a request thread: nothing else ever closes its
         # connection once obsolete or broken (e.g. after a database restart).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from datetime import timedelta
@@ -10,17 +9,8 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AnonymousUser
-from django.contrib.auth.signals import (
-    user_logged_in,
-    user_logged_out,
-    user_login_failed,
-)
 from django.db import transaction
-from django.http import HttpRequest
 from django.utils import timezone
-from django.utils.decorators import method_decorator
 from drf_spectacular.renderers import OpenApiJsonRenderer
 from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularAPIView
@@ -30,21 +20,18 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from chatauth import copilot, hooks, revocation, signals, throttling
+from chatauth import audit, copilot, flows, hooks, signals
 from chatauth.adapter import get_adapter
 from chatauth.authentication import APIKeyAuthentication, JWTAuthentication, TokenUser
 from chatauth.conf import settings
-from chatauth.constants import Method, TokenType, token_group
+from chatauth.constants import Method
 from chatauth.exceptions import (
     HookError,
     InvalidCredentials,
-    InvalidToken,
-    Throttled,
-    TokenError,
 )
+from chatauth.identifiers import normalize
 from chatauth.internal.apiview import AsyncAPIView, ChatAuthAPIView
-from chatauth.internal.calls import call
-from chatauth.internal.http import client_ip, is_trusted_proxy
+from chatauth.internal.http import is_trusted_proxy, peer_ip
 from chatauth.models import APIKey, AuditEvent, ChatSession
 from chatauth.serializers import (
     ChatSessionSerializer,
@@ -60,9 +47,6 @@ from chatauth.serializers import (
 )
 from chatauth.tokens import (
     TokenPair,
-    issue_copilot_token,
-    issue_pair,
-    verify_token,
 )
 
 logger = logging.getLogger("chatauth.views")
@@ -94,11 +78,6 @@ def validated(serializer_class: type, data: Any) -> dict[str, Any]:
     return serializer.validated_data
 
 
-def session_key_id(session_key: str) -> str:
-    """The token key of a Django session (chat sessions opened with its cookie)."""
-    return "d-" + hashlib.sha256(session_key.encode()).hexdigest()[:40]
-
-
 def set_auth_cookie(response: Response, access: str) -> None:
     secure = settings.AUTH_COOKIE_SECURE
     if secure is None:
@@ -110,30 +89,6 @@ def set_auth_cookie(response: Response, access: str) -> None:
         httponly=True,
         secure=secure,
         samesite=settings.AUTH_COOKIE_SAMESITE,
-    )
-
-
-@transaction.atomic  # last_login and the audit row: one commit, not two
-def complete_login(request: HttpRequest, user: Any, method: str) -> TokenPair:
-    """Mint the pair of a user who just proved who they are, and announce it."""
-    pair = issue_pair(user)
-    user_logged_in.send(
-        sender=user.__class__,
-        request=request,
-        user=user,
-        method=method,
-        token_id=pair.access["jti"],
-    )
-    return pair
-
-
-def login_failed(request: HttpRequest, username: str, method: str, reason: str) -> None:
-    user_login_failed.send(
-        sender=__name__,
-        credentials={"username": username},
-        request=request,
-        method=method,
-        reason=reason,
     )
 
 
@@ -171,38 +126,11 @@ class LoginView(AsyncAPIView):
     )
     async def post(self, request: Request) -> Response:
         data = validated(LoginSerializer, self.body(request))
-        username, password = data["username"], data["password"]
         django_request = request._request
-        reservation = throttling.reserve(username, client_ip(django_request))
-        if not reservation.allowed:
-            await sync_to_async(login_failed)(
-                django_request, username, Method.PASSWORD, "throttled"
-            )
-            raise Throttled(wait=reservation.retry_after)
-        adapter = get_adapter()
-        try:
-            user = await adapter.authenticate_password(
-                django_request, username, password
-            )
-        except HookError:
-            user, reason = None, "hook_failed"
-        else:
-            reason = "invalid_credentials"
-        if user is not None and not adapter.can_authenticate(user):
-            user, reason = None, "user_inactive"
-        if user is None:
-            # Django's authenticate() has sent user_login_failed already.
-            if hooks.get_hook("password_auth_callback") or reason != (
-                "invalid_credentials"
-            ):
-                await sync_to_async(login_failed)(
-                    django_request, username, Method.PASSWORD, reason
-                )
-            # One answer for unknown user, wrong password, inactive user and a
-            # failing callback: nothing here tells an attacker which it was.
-            raise InvalidCredentials()
-        throttling.release(reservation)
-        pair = await sync_to_async(complete_login)(
+        user = await flows.password_login(
+            django_request, data["username"], data["password"]
+        )
+        pair = await sync_to_async(flows.complete_login)(
             django_request, user, Method.PASSWORD
         )
         return pair_response(pair)
@@ -221,8 +149,9 @@ class HeaderLoginView(AsyncAPIView):
         callback = hooks.get_hook("header_auth_callback")
         if callback is None:
             raise InvalidCredentials("Header login is not enabled.", code="disabled")
-        ip = client_ip(django_request)
-        if not is_trusted_proxy(ip):
+        # The peer itself, not the client behind it: only a trusted proxy may
+        # assert who the user is.
+        if not is_trusted_proxy(peer_ip(django_request)):
             await sync_to_async(signals.auth_refused.send)(
                 sender=type(self),
                 event=AuditEvent.Event.HEADER_REFUSED,
@@ -249,11 +178,13 @@ class HeaderLoginView(AsyncAPIView):
                     user, reason = None, "user_inactive"
         if user is None:
             name = chat_user.identifier if chat_user else ""
-            await sync_to_async(login_failed)(
+            await sync_to_async(flows.login_failed)(
                 django_request, name, Method.HEADER, reason
             )
             raise InvalidCredentials()
-        pair = await sync_to_async(complete_login)(django_request, user, Method.HEADER)
+        pair = await sync_to_async(flows.complete_login)(
+            django_request, user, Method.HEADER
+        )
         return pair_response(pair)
 
 
@@ -270,26 +201,7 @@ class TokenRefreshView(ChatAuthAPIView):
         if "refresh" not in data and "refresh_token" in data:
             data = {"refresh": data["refresh_token"]}
         raw = validated(RefreshSerializer, data)["refresh"]
-        try:
-            old = verify_token(raw, expected={TokenType.REFRESH})
-        except TokenError as e:
-            raise InvalidToken(e.detail, code=e.code) from e
-        # Rotation: the first request to deny the old token wins; a replay (or a
-        # concurrent second use) finds it denied and gets nothing.
-        if not revocation.revoke_token(old, reason="rotated"):
-            raise InvalidToken("Token has been revoked.", code="token_revoked")
-        user = get_user_model()._default_manager.filter(pk=old.user_pk).first()
-        if user is None or not get_adapter().can_authenticate(user):
-            raise InvalidToken("User is inactive.", code="user_inactive")
-        pair = issue_pair(user)
-        signals.token_refreshed.send(
-            sender=type(self),
-            user=user,
-            old_jti=old.key,
-            new_jti=pair.refresh["jti"],
-            request=request._request,
-        )
-        return pair_response(pair)
+        return pair_response(flows.refresh(request._request, raw))
 
 
 class MeView(AsyncAPIView):
@@ -317,50 +229,21 @@ class LogoutView(ChatAuthAPIView):
     )
     def post(self, request: Request) -> Response:
         data = validated(LogoutSerializer, self.body(request))
-        django_request = request._request
         verified = request.auth if isinstance(request.user, TokenUser) else None
         user = request.user.get_user() if verified is not None else request.user
-        if verified is not None:
-            revocation.revoke_token(verified, reason="logout")
-        if data.get("refresh"):
-            self._revoke_refresh(data["refresh"], user)
-        if data["everywhere"]:
-            revocation.revoke_user(user, reason="logout_everywhere")
-        session_key = getattr(django_request, "session", None)
-        session_key = session_key.session_key if session_key is not None else None
-        if session_key:
-            revocation.notify(token_group(session_key_id(session_key)), reason="logout")
-        copilot.revoke_session_tokens(django_request)  # before the flush below
-        if hasattr(django_request, "session"):
-            # What django.contrib.auth.logout() does, minus its user_logged_out
-            # signal: the one sent below carries the method and token id.
-            django_request.session.flush()
-            django_request.user = AnonymousUser()
         response = Response({"detail": "Logged out."})
         response.delete_cookie(settings.AUTH_COOKIE)
         response.delete_cookie(django_settings.SESSION_COOKIE_NAME)
-        for hook in hooks.get_hooks("on_logout"):
-            try:
-                call(hook, django_request, response)
-            except Exception:
-                logger.exception("on_logout hook %s raised", hook.__qualname__)
-        user_logged_out.send(
-            sender=user.__class__,
-            request=django_request,
-            user=user,
-            method=Method.SESSION if verified is None else Method.TOKEN,
+        flows.logout(
+            request._request,
+            user,
+            credential=verified,
+            refresh_token=data.get("refresh"),
             everywhere=data["everywhere"],
-            token_id=verified.key if verified else "",
+            method=Method.SESSION if verified is None else Method.TOKEN,
+            response=response,
         )
         return response
-
-    def _revoke_refresh(self, raw: str, user: Any) -> None:
-        try:
-            refresh = verify_token(raw, expected={TokenType.REFRESH})
-        except TokenError:
-            return  # already unusable: nothing to revoke
-        if str(refresh.user_pk) == str(user.pk):
-            revocation.revoke_token(refresh, reason="logout")
 
 
 class CopilotTokenView(ChatAuthAPIView):
@@ -374,48 +257,83 @@ class CopilotTokenView(ChatAuthAPIView):
         responses={200: CopilotTokenSerializer, **ERRORS},
         summary="Mint a copilot access token",
     )
-    @method_decorator(transaction.atomic)  # user, profile, audit: one commit
     def post(self, request: Request) -> Response:
         adapter = get_adapter()
-        if isinstance(request.auth, APIKey):
-            data = validated(CopilotRequestSerializer, self.body(request))
-            chat_user = hooks.User(
-                data["identifier"], data.get("display_name"), data.get("metadata") or {}
-            )
-            try:
-                user = adapter.get_or_create_user(chat_user)
-            except HookError as e:
-                raise BadRequest(e.detail) from e
-            method = Method.API_KEY
-        elif (
+        api_key = request.auth if isinstance(request.auth, APIKey) else None
+        if api_key is not None:
+            body = self.body(request)
+            data = validated(CopilotRequestSerializer, body)
+            existing = self._in_scope(api_key, data["identifier"], adapter, request)
+        elif not (
             request.user
             and request.user.is_authenticated
             and copilot.session_is_current(request._request)
         ):
-            user, method = request.user, Method.SESSION
-        else:
             raise exceptions.NotAuthenticated()
-        if not adapter.can_authenticate(user):
-            raise InvalidCredentials("User is inactive.", code="user_inactive")
-        token = issue_copilot_token(user)
-        if method == Method.SESSION:
-            copilot.remember(request._request, token, user)  # ends with the session
-        signals.token_issued.send(
-            sender=type(self),
-            user=user,
-            token_type=TokenType.COPILOT,
-            jti=token["jti"],
-            method=method,
-            request=request._request,
-        )
+        with transaction.atomic():  # user, profile, token, audit: one commit
+            if api_key is None:
+                user = request.user
+            elif existing is None:  # the key's new user, in the key's group
+                user = self._create(api_key, data, adapter)
+            else:
+                user = existing
+                if api_key.may_update_profiles and (
+                    {"display_name", "metadata"} & set(body)
+                ):
+                    adapter.save_profile(user, self._chat_user(data))
+            if not adapter.can_authenticate(user):
+                raise InvalidCredentials("User is inactive.", code="user_inactive")
+            # Tied to what minted it: the session (ends with it) or the API key.
+            token = copilot.mint(request._request, user, api_key=api_key)
+            claims = adapter.user_claims(user)
         return Response(
             {
                 "access_token": str(token),
                 "token_type": "bearer",
-                "expires_in": int(settings.COPILOT_TOKEN_LIFETIME.total_seconds()),
-                "user": adapter.user_claims(user),
+                "expires_in": copilot.expires_in(token),
+                "user": claims,
             }
         )
+
+    @staticmethod
+    def _chat_user(data: dict[str, Any]) -> hooks.User:
+        return hooks.User(
+            data["identifier"], data.get("display_name"), data.get("metadata") or {}
+        )
+
+    @staticmethod
+    def _in_scope(
+        api_key: APIKey, identifier: str, adapter: Any, request: Request
+    ) -> Any:
+        """The existing user ``identifier`` names (None: nobody yet), if the
+        key may mint for them; else a 403, audited."""
+        try:
+            identifier = normalize(identifier)
+            existing = adapter.find_user(identifier)
+        except HookError as e:
+            raise BadRequest(e.detail) from e
+        if not api_key.may_mint_for(identifier, existing):
+            audit.record(
+                AuditEvent.Event.API_KEY_REFUSED,
+                identifier=identifier,
+                method=Method.API_KEY,
+                success=False,
+                reason="scope",
+                request=request,
+            )
+            raise exceptions.PermissionDenied(
+                "This API key may not mint tokens for this identity."
+            )
+        return existing
+
+    def _create(self, api_key: APIKey, data: dict[str, Any], adapter: Any) -> Any:
+        try:
+            user = adapter.get_or_create_user(self._chat_user(data))
+        except HookError as e:
+            raise BadRequest(e.detail) from e
+        if api_key.group_id is not None:
+            user.groups.add(api_key.group_id)
+        return user
 
 
 class SessionListView(ChatAuthAPIView):

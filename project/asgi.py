@@ -17,7 +17,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import WebsocketDenier  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
-from chatauth.routing import websocket_urlpatterns  # noqa: E402
+from chatauth.routing import lifespan, websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
@@ -29,5 +29,7 @@ application = ProtocolTypeRouter(
                 re_path(r"", WebsocketDenier.as_asgi()),
             ]
         ),
+        # Shutdown: chatauth writes what it counted (see chatauth.routing).
+        "lifespan": lifespan,
     }
 )

@@ -13,6 +13,8 @@ Everything a deployment changes comes from the environment:
 ``CHATAUTH_ALLOWED_ORIGINS`` comma-separated WebSocket origins (https://host)
 ``OAUTH_<ID>_CLIENT_ID``    turns on an OAuth provider (see ``OAUTH_PROVIDERS`` below)
 ``CHATAUTH_COPILOT_TOKEN_LIFETIME`` copilot token lifetime in seconds (default 15 days)
+``CHATAUTH_PREVIOUS_SECRETS`` comma-separated secrets still accepted while rotating
+``CHATAUTH_HEARTBEAT_INTERVAL`` seconds between the live-session sweeps (default 30)
 ``DJANGO_SERVE_STATIC``     "1": Django serves /static/ itself (default: only in DEBUG;
                             a deployment puts the files behind its web server or CDN)
 """
@@ -20,6 +22,7 @@ Everything a deployment changes comes from the environment:
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -67,6 +70,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Web sessions ended by a logout everywhere or a deactivation end here for
+    # every view (the admin too); throttled login forms answer 429.
+    "chatauth.middleware.SessionRevocationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -126,16 +132,52 @@ if REDIS_URL:
                 # as long as channels_redis blocks waiting for a message: on a
                 # busy loop the empty reply is read late, the layer raises and
                 # every chat socket closes (1011).  chatauth.W008 checks this.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                # redis-py 8.1 caps a pool at 100 connections by default: a burst
+                # of connects past it is refused (1011).  chatauth.W011 checks.
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": 30,
+                        "max_connections": 1000,
+                    }
+                ],
                 "prefix": REDIS_PREFIX or "asgi",
             },
         }
     }
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # Files next to the database: every process on this machine that uses the
+    # database sees the same cache, so a revocation made by a management command
+    # (chatauth_revoke, changepassword) holds in the server at once.  (A
+    # local-memory cache is each process's own.)  Live sockets of another
+    # process, which the in-memory channel layer cannot reach, close at its
+    # next heartbeat.
+    import hashlib
+
+    _db = DATABASES["default"]
+    _cache_dir = (
+        Path(f"{_db['NAME']}-cache").resolve()
+        if _db["ENGINE"].endswith("sqlite3")
+        else Path(tempfile.gettempdir())
+        / f"chatauth-cache-{hashlib.sha256(DATABASE_URL.encode()).hexdigest()[:16]}"
+    )
+    CACHES = {
+        "default": {
+            # Django's FileBasedCache, pruned of expired entries once a minute
+            # instead of listing its directory at every write.
+            "BACKEND": "chatauth.cache.FileCache",
+            "LOCATION": str(_cache_dir),
+            # Culling (past MAX_ENTRIES) drops entries at random, throttle
+            # counts among them: keep it far away (expired ones go first).
+            "OPTIONS": {"MAX_ENTRIES": 1_000_000},
+        }
+    }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # --- Auth -------------------------------------------------------------------------
+# Django's ModelBackend, with every password check throttled (the admin's login
+# form and any other door that calls authenticate(), not only auth/login).
+AUTHENTICATION_BACKENDS = ["chatauth.backends.ThrottledModelBackend"]
 PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
@@ -176,6 +218,9 @@ CHATAUTH["OAUTH_PROVIDERS"] = {
     for provider in ("google", "github", "azure-ad", "oidc")
     if os.environ.get(f"OAUTH_{provider.upper().replace('-', '_')}_CLIENT_ID")
 }
+CHATAUTH["PREVIOUS_SECRETS"] = env_list("CHATAUTH_PREVIOUS_SECRETS")
+if os.environ.get("CHATAUTH_HEARTBEAT_INTERVAL"):
+    CHATAUTH["HEARTBEAT_INTERVAL"] = float(os.environ["CHATAUTH_HEARTBEAT_INTERVAL"])
 if os.environ.get("CHATAUTH_COPILOT_TOKEN_LIFETIME"):
     CHATAUTH["COPILOT_TOKEN_LIFETIME"] = int(
         os.environ["CHATAUTH_COPILOT_TOKEN_LIFETIME"]
@@ -190,6 +235,13 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
 }
+
+# WebSocket frames under `runserver` (daphne): at most twice chatauth's
+# MAX_MESSAGE_BYTES (chatauth closes 4413 past its own limit; daphne refuses
+# bigger frames before reading them).  daphne never accepts per-message
+# compression, so no frame inflates.  (uvicorn: see the README's command.)
+DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE = 2 * 64 * 1024
+DAPHNE_WEBSOCKET_MAX_FRAME_SIZE = 2 * 64 * 1024
 
 # --- Production hardening (on whenever DEBUG is off) ------------------------------
 if not DEBUG:

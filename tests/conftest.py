@@ -48,6 +48,16 @@ def _clean_state():
 
 
 @pytest.fixture
+def chat(settings):
+    """Set CHATAUTH options for a test: ``chat(ON_MESSAGE=..., ...)``."""
+
+    def configure(**options):
+        settings.CHATAUTH = {**settings.CHATAUTH, **options}
+
+    return configure
+
+
+@pytest.fixture
 def make_user(django_user_model):
     def make(username: str | None = None, password: str = PASSWORD, **fields):
         username = username or f"user-{uuid.uuid4().hex[:8]}"

@@ -20,6 +20,15 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "e2e-secret-" + "e" * 40
+#: The uvicorn options the README's production command gives (DEPLOYMENT_FLAGS
+#: there): bounded headers (h11: 16 KiB per request head), WebSocket frames
+#: of at most twice chatauth's MAX_MESSAGE_BYTES with a short queue, and no
+#: per-message compression (no decompression bombs).
+UVICORN_LIMITS = (
+    "--http", "h11", "--h11-max-incomplete-event-size", "16384",
+    "--ws-max-size", "131072", "--ws-max-queue", "8",
+    "--ws-per-message-deflate", "false",
+)  # fmt: skip
 
 
 def free_port() -> int:
@@ -138,6 +147,7 @@ def start_server(
         sys.executable, "-m", "uvicorn", app,
         "--host", "127.0.0.1", "--port", str(port),
         "--workers", str(workers), "--log-level", "warning",
+        *UVICORN_LIMITS,
     ]  # fmt: skip
     with log.open("wb") as handle:
         process = subprocess.Popen(

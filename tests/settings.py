@@ -30,10 +30,17 @@ else:
     # drops the test database ("is being accessed by other users").
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
 
+# In-process tests: a local-memory cache (the server-process tests run the
+# demo's own settings).
+if not os.environ.get("REDIS_URL"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 # Still bcrypt (the same code path), with the minimum cost so the suite is fast.
 PASSWORD_HASHERS = ["tests.hashers.FastBCryptSHA256PasswordHasher"]
 CHATAUTH = {**CHATAUTH, "SECRET": os.environ["CHATAUTH_SECRET"], "HOOKS": None}
 CHATAUTH["AUTODISCOVER_HOOKS"] = False
+# Refusal rows written at once, one per refusal (tests/test_audit.py checks the
+# counting with a real interval).
+CHATAUTH["AUDIT_REFUSAL_INTERVAL"] = 0
 SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False
 LOGGING = {

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from chatauth import tokens
@@ -27,6 +29,7 @@ MODELS = [
     "revokedtoken",
     "chatsession",
     "auditevent",
+    "audittrail",
 ]
 
 
@@ -181,15 +184,24 @@ def test_action_deactivate(admin_client, api, user):
 
 
 def test_apikey_created_in_the_admin_is_shown_once(admin_client):
+    """In the response's body, never in a cookie (Django's messages keep theirs
+    in one), never again."""
+    import re
+
     response = admin_client.post(
-        "/admin/chatauth/apikey/add/", {"name": "from-admin"}, follow=True
+        "/admin/chatauth/apikey/add/",
+        {"name": "from-admin", "identifiers": "*@partner.example"},
     )
     assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
     key = APIKey.objects.get(name="from-admin")
-    messages = [str(m) for m in response.context["messages"]]
-    [shown] = [m for m in messages if "copy it now" in m]
-    raw = shown.split(": ", 1)[1].split(" ", 1)[0]
+    raw = re.search(
+        r'<code id="api-key"[^>]*>([^<]+)</code>', response.content.decode()
+    )[1]
     assert APIKey.objects.get_from_key(raw) == key
+    assert key.identifiers == "*@partner.example"
+    assert all(raw not in morsel.value for morsel in response.cookies.values())
+    assert all(raw not in morsel.value for morsel in admin_client.cookies.values())
     again = admin_client.get(f"/admin/chatauth/apikey/{key.pk}/change/")
     assert raw.encode() not in again.content
 
@@ -218,3 +230,142 @@ def test_session_actions(admin_client, user):
     )
     with pytest.raises(tokens.TokenError):
         tokens.verify_token(raw)
+
+
+# --- Permissions and actors ---------------------------------------------------------
+
+
+def offered(listing) -> dict:
+    """The actions a changelist offers (none at all: no action form)."""
+    form = listing.context["action_form"]
+    return dict(form.fields["action"].choices) if form is not None else {}
+
+
+@pytest.fixture
+def viewer(make_user):
+    """A staff user who may only look at users, API keys and chat sessions."""
+    from django.contrib.auth.models import Permission
+
+    viewer = make_user("viewer", is_staff=True)
+    viewer.user_permissions.set(
+        Permission.objects.filter(
+            codename__in=["view_user", "view_apikey", "view_chatsession"]
+        )
+    )
+    return viewer
+
+
+def test_a_view_only_staff_user_runs_no_action(client, viewer, make_user):
+    root = make_user("root", is_staff=True, is_superuser=True)
+    key, raw = APIKey.objects.create_key("partner")
+    session = ChatSession.objects.create(user=root)
+    token = str(tokens.issue_pair(root).access)
+    client.force_login(viewer)
+    listing = client.get("/admin/auth/user/")
+    assert listing.status_code == 200
+    actions = offered(listing)
+    assert "deactivate_users" not in actions
+    assert "logout_users_everywhere" not in actions
+    for url, action, pk in [
+        ("/admin/auth/user/", "deactivate_users", root.pk),
+        ("/admin/auth/user/", "logout_users_everywhere", root.pk),
+        ("/admin/chatauth/apikey/", "revoke_keys", key.pk),
+        ("/admin/chatauth/chatsession/", "close_sessions", session.pk),
+        ("/admin/chatauth/chatsession/", "logout_session_users", session.pk),
+    ]:
+        client.post(url, {"action": action, "_selected_action": [pk]})
+    root.refresh_from_db()
+    session.refresh_from_db()
+    assert root.is_active and session.closed_at is None
+    assert APIKey.objects.get_from_key(raw) == key
+    tokens.verify_token(token)
+    assert not AuditEvent.objects.filter(event="revoke").exists()
+
+
+def test_logging_session_users_out_needs_the_user_change_permission(
+    client, viewer, user
+):
+    from django.contrib.auth.models import Permission
+
+    viewer.user_permissions.add(Permission.objects.get(codename="change_chatsession"))
+    client.force_login(viewer)
+    listing = client.get("/admin/chatauth/chatsession/")
+    actions = offered(listing)
+    assert "close_sessions" in actions
+    assert "logout_session_users" not in actions
+
+
+def test_admin_actions_name_the_staff_member(admin_client, user):
+    key, _ = APIKey.objects.create_key("partner")
+    user_action(admin_client, "logout_users_everywhere", user)
+    user_action(admin_client, "deactivate_users", user)
+    admin_client.post(
+        "/admin/chatauth/apikey/",
+        {"action": "revoke_keys", "_selected_action": [key.pk]},
+    )
+    rows = AuditEvent.objects.filter(event="revoke")
+    assert {r.reason for r in rows} == {"admin", "deactivated", "api_key_revoked"}
+    assert {r.actor for r in rows} == {"user:admin"}
+
+
+def test_changing_a_password_in_the_admin_ends_the_users_tokens(admin_client, user):
+    raw = str(tokens.issue_pair(user).access)
+    response = admin_client.post(
+        f"/admin/auth/user/{user.pk}/password/",
+        {
+            "password1": "a brand new password 42",
+            "password2": "a brand new password 42",
+            "usable_password": "true",
+        },
+    )
+    assert response.status_code == 302, response.content[:300]
+    with pytest.raises(tokens.TokenError):
+        tokens.verify_token(raw)
+    row = AuditEvent.objects.get(event="revoke", reason="password_changed")
+    assert (row.user_id, row.actor) == (user.pk, "user:admin")
+
+
+def test_deleting_users_and_chat_sessions_in_the_admin(admin_client, user, make_user):
+    bob = make_user("bob")
+    raw = str(tokens.issue_pair(bob).access)
+    session = ChatSession.objects.create(user=user)
+    admin_client.post(
+        "/admin/chatauth/chatsession/",
+        {"action": "delete_selected", "_selected_action": [session.pk], "post": "yes"},
+    )
+    assert not ChatSession.objects.filter(pk=session.pk).exists()
+    row = AuditEvent.objects.get(reason="chat_session_deleted")
+    assert (row.token_id, row.actor) == (str(session.pk), "user:admin")
+    admin_client.post(f"/admin/auth/user/{bob.pk}/delete/", {"post": "yes"})
+    with pytest.raises(tokens.TokenError):
+        tokens.verify_token(raw)
+    assert AuditEvent.objects.get(reason="user_deleted").actor == "user:admin"
+
+
+# --- Django sessions through the middleware ------------------------------------------
+
+
+def test_logout_everywhere_ends_older_admin_sessions(client, make_user):
+    from chatauth import flows
+
+    root = make_user("root", is_staff=True, is_superuser=True)
+    client.force_login(root)
+    assert client.get("/admin/").status_code == 200
+    import time
+
+    time.sleep(0.002)
+    flows.logout_everywhere(root)
+    response = client.get("/admin/")
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    # The session was ended, not just refused once: a new login works.
+    time.sleep(0.002)
+    client.force_login(root)
+    assert client.get("/admin/").status_code == 200
+
+
+def test_requests_without_a_session_cookie_are_not_touched(api, user):
+    raw = str(tokens.issue_pair(user).access)
+    with CaptureQueriesContext(connection) as queries:
+        response = api.get("/auth/me", **bearer(raw))
+    assert response.status_code == 200
+    assert not any("django_session" in q["sql"] for q in queries)

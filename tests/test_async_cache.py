@@ -71,10 +71,10 @@ async def test_no_async_read_for_other_caches():
 async def test_verify_on_the_loop_refuses_what_the_full_check_refuses(on_redis, user):
     raw = str((await sync_to_async(tokens.issue_pair)(user)).access)
     verified = await tokens.averify_token(raw)  # cold: the database fills Redis
-    assert await revocation.acheck_cached(verified) == verified  # warm: on the loop
+    assert await revocation.acheck(verified) == verified  # warm: on the loop
     await sync_to_async(revocation.revoke_token)(verified, reason="test")
     with pytest.raises(TokenRevoked):
-        await revocation.acheck_cached(verified)
+        await revocation.acheck(verified)
     with pytest.raises(TokenRevoked):
         await tokens.averify_token(raw)
 
@@ -84,14 +84,14 @@ async def test_logout_everywhere_and_deactivation_seen_on_the_loop(on_redis, use
     verified = await tokens.averify_token(raw)
     await sync_to_async(revocation.revoke_user)(user)
     with pytest.raises(TokenRevoked):
-        await revocation.acheck_cached(verified)
+        await revocation.acheck(verified)
 
     fresh = str((await sync_to_async(tokens.issue_pair)(user)).access)
     fresh_verified = await tokens.averify_token(fresh)
     user.is_active = False
     await sync_to_async(user.save)()
     with pytest.raises(TokenError) as excinfo:
-        await revocation.acheck_cached(fresh_verified)
+        await revocation.acheck(fresh_verified)
     assert excinfo.value.code == "user_inactive"
 
 
@@ -108,10 +108,10 @@ async def test_a_miss_is_never_a_pass(on_redis, user):
     raw = str((await sync_to_async(tokens.issue_pair)(user)).access)
     verified = tokens.classify(tokens.decode(raw), raw)
     with pytest.raises(revocation.NeedsDatabase):
-        await revocation.acheck_cached(verified)  # nothing cached yet
+        await revocation.acheck(verified)  # nothing cached yet
     on_redis.set(f"chatauth:deny:{verified.key}", 0)
     with pytest.raises(revocation.NeedsDatabase):
-        await revocation.acheck_cached(verified)  # the user's state is missing
+        await revocation.acheck(verified)  # the user's state is missing
 
 
 async def test_reads_the_primary_not_a_replica(user):
@@ -124,7 +124,7 @@ async def test_reads_the_primary_not_a_replica(user):
         verified = await tokens.averify_token(raw)  # writes go to the primary
         await sync_to_async(revocation.revoke_token)(verified, reason="test")
         with pytest.raises(TokenRevoked):
-            await revocation.acheck_cached(verified)
+            await revocation.acheck(verified)
         await sync_to_async(chatauth_cache.get_cache().clear)()
 
 
@@ -136,7 +136,7 @@ async def test_redis_down_fails_closed(user):
         CACHES=redis_caches(NOWHERE), CHATAUTH={"CACHE_ALIAS": "redis"}
     ):
         with pytest.raises(revocation.NeedsDatabase):
-            await revocation.acheck_cached(verified)
+            await revocation.acheck(verified)
         with pytest.raises(TokenRevoked):  # the database decides
             await tokens.averify_token(raw)
         fresh = str((await sync_to_async(tokens.issue_pair)(user)).access)

@@ -9,7 +9,7 @@ import pytest
 from django.forms.models import model_to_dict
 
 import chatauth
-from chatauth import revocation, tokens
+from chatauth import audit, revocation, tokens
 from chatauth.models import APIKey, AuditEvent
 from tests.conftest import PASSWORD, bearer, chainlit_token
 
@@ -36,9 +36,21 @@ def test_login_failure_with_django_authenticate(api, user, login):
     failed = rows("login_failed")
     assert [(r.identifier, r.method, r.success) for r in failed] == [
         ("alice", "password", False),
-        ("nobody", "password", False),
+        (audit.typed_identifier("nobody"), "password", False),
     ]
     assert all(r.user_id is None for r in failed)
+
+
+def test_a_typed_name_that_is_no_account_is_kept_as_a_keyed_hash(api, user, login):
+    """People type their password into the username box: what names no
+    account is never stored as typed, but the same name hashes the same."""
+    login("correct horse battery staple", "x")
+    login("correct horse battery staple", "y")
+    first, second = rows("login_failed")
+    assert first.identifier == second.identifier
+    assert first.identifier.startswith("~") and len(first.identifier) == 25
+    assert "correct" not in first.identifier
+    assert audit.typed_identifier("alice") == "alice"
 
 
 def test_login_failure_with_a_callback(api):
@@ -49,7 +61,7 @@ def test_login_failure_with_a_callback(api):
     api.post("/auth/login", {"username": "zed", "password": "x"}, format="json")
     [row] = rows("login_failed")
     assert (row.identifier, row.method, row.reason) == (
-        "zed",
+        audit.typed_identifier("zed"),  # no such account (yet)
         "password",
         "invalid_credentials",
     )
@@ -80,6 +92,7 @@ def test_refresh_logout_and_revocations(api, user, pair):
     assert revokes == {
         ("rotated", old_key),
         ("logout", tokens.decode(new["access_token"])["jti"]),
+        ("logout", tokens.decode(new["access_token"])["fam"]),  # the login
         ("logout", tokens.decode(new["refresh_token"])["jti"]),
         ("logout_everywhere", ""),
     }
@@ -183,3 +196,68 @@ def test_nothing_secret_in_rows_or_logs(api, user, caplog):
             text += logging.Formatter().formatException(record.exc_info)
         for secret in secrets:
             assert secret not in text, (record.name, secret[:12])
+
+
+def test_refusals_of_unknown_clients_are_counted_not_stored_one_row_each(api, settings):
+    settings.CHATAUTH = {**settings.CHATAUTH, "AUDIT_REFUSAL_INTERVAL": 3600}
+    bad = {"HTTP_AUTHORIZATION": "Api-Key ca_nope.nope"}
+    try:
+        for i in range(200):
+            api.post(
+                "/auth/copilot/token",
+                {"identifier": "eve"},
+                format="json",
+                REMOTE_ADDR=f"203.0.113.{i % 2 + 1}",
+                **bad,
+            )
+        assert not rows("api_key_refused")  # nothing written yet
+    finally:
+        assert audit.refusals.flush() == 200
+    counted = rows("api_key_refused")
+    assert sorted((r.ip, r.count) for r in counted) == [
+        ("203.0.113.1", 100),
+        ("203.0.113.2", 100),
+    ]
+    assert all(not r.success for r in counted)
+
+
+def test_refusal_keys_are_bounded(settings):
+    settings.CHATAUTH = {**settings.CHATAUTH, "AUDIT_REFUSAL_INTERVAL": 3600}
+    counter = audit.Refusals()
+    counter.MAX_KEYS = 10
+    for i in range(50):
+        counter.count("session_refused", reason="origin", identifier=f"x{i}")
+    assert counter.flush() == 50
+    assert AuditEvent.objects.filter(event="session_refused").count() == 11
+
+
+def test_refusals_are_written_when_the_interval_ends(settings):
+    import time
+
+    settings.CHATAUTH = {**settings.CHATAUTH, "AUDIT_REFUSAL_INTERVAL": 0.2}
+    counter = audit.Refusals()
+    counter.count("header_refused", reason="untrusted_proxy")
+    counter.count("header_refused", reason="untrusted_proxy")
+    for _ in range(50):
+        if AuditEvent.objects.filter(event="header_refused").exists():
+            break
+        time.sleep(0.05)
+    [row] = AuditEvent.objects.filter(event="header_refused")
+    assert row.count == 2
+
+
+def test_prune_ages_audit_rows_out(settings, user):
+    from datetime import timedelta
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    old = timezone.now() - timedelta(days=200)
+    AuditEvent.objects.create(event="login", user=user, created_at=old)
+    AuditEvent.objects.create(event="login", user=user)
+    call_command("chatauth_prune", stdout=None)
+    assert AuditEvent.objects.count() == 1
+    settings.CHATAUTH = {**settings.CHATAUTH, "AUDIT_RETENTION": None}
+    AuditEvent.objects.create(event="login", user=user, created_at=old)
+    call_command("chatauth_prune", stdout=None)
+    assert AuditEvent.objects.count() == 2

@@ -184,3 +184,44 @@ def test_demo_production_settings_pass_the_layer_check():
     assert result.returncode == 0, output
     assert "chatauth.W008" not in output
     assert "chatauth.W005" not in output and "chatauth.W006" not in output
+
+
+@pytest.mark.parametrize(
+    ("engine", "flagged"),
+    [
+        ("django.contrib.sessions.backends.db", False),
+        ("django.contrib.sessions.backends.cached_db", False),
+        ("django.contrib.sessions.backends.cache", True),
+        ("django.contrib.sessions.backends.file", True),
+        ("django.contrib.sessions.backends.signed_cookies", True),
+    ],
+)
+def test_session_engines_chatauth_cannot_follow_are_flagged(engine, flagged):
+    from chatauth.checks import check_session_engine
+
+    with override_settings(SESSION_ENGINE=engine):
+        ids = [e.id for e in check_session_engine()]
+    assert ids == (["chatauth.W009"] if flagged else [])
+
+
+@pytest.mark.parametrize(
+    ("host", "flagged"),
+    [
+        ("redis://127.0.0.1:6379", True),  # redis-py 8.1: 100 by default
+        ({"address": "redis://127.0.0.1:6379"}, True),
+        ({"address": "redis://127.0.0.1:6379", "max_connections": 50}, True),
+        ({"address": "redis://127.0.0.1:6379", "max_connections": 1000}, False),
+    ],
+)
+def test_a_small_redis_layer_pool_is_flagged(host, flagged):
+    from chatauth.checks import check_channel_layer_pool
+
+    layers = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [host]},
+        }
+    }
+    with override_settings(CHANNEL_LAYERS=layers):
+        ids = [e.id for e in check_channel_layer_pool()]
+    assert ids == (["chatauth.W011"] if flagged else [])

@@ -17,7 +17,14 @@ from tests.conftest import bearer
 
 pytestmark = pytest.mark.django_db
 
-COMMANDS = ["chatauth_token", "chatauth_apikey", "chatauth_revoke", "chatauth_prune"]
+COMMANDS = [
+    "chatauth_token",
+    "chatauth_apikey",
+    "chatauth_revoke",
+    "chatauth_prune",
+    "chatauth_unlock",
+    "chatauth_identifiers",
+]
 
 
 def run(*args: str) -> str:
@@ -242,3 +249,34 @@ def test_prune_bad_arguments_exit_2():
         run("chatauth_prune", "--keep-days", "-1")
     assert excinfo.value.returncode == 2
     assert run_cli("chatauth_prune", "--keep-days", "many") == 2
+
+
+def test_apikey_scope_from_the_command(capsys):
+    from django.contrib.auth.models import Group
+
+    Group.objects.create(name="partners")
+    call_command(
+        "chatauth_apikey",
+        "create",
+        "scoped",
+        "--identifiers",
+        "*@partner.example",
+        "--group",
+        "partners",
+        "--profiles",
+    )
+    key = APIKey.objects.get(name="scoped")
+    assert (key.identifiers, key.group.name, key.may_mint_for_staff) == (
+        "*@partner.example",
+        "partners",
+        False,
+    )
+    assert key.may_update_profiles
+    capsys.readouterr()
+    call_command("chatauth_apikey", "list")
+    assert (
+        "for *@partner.example in group partners +profiles" in capsys.readouterr().out
+    )
+    with pytest.raises(CommandError) as excinfo:
+        call_command("chatauth_apikey", "create", "x", "--group", "nobody")
+    assert excinfo.value.returncode == 2

@@ -20,7 +20,7 @@ from rest_framework.test import APIClient
 import chatauth
 import chatauth.consumers
 from chatauth.constants import CloseCode
-from chatauth.models import AuditEvent, ChatSession
+from chatauth.models import AuditEvent, AuditTrail, ChatSession
 from chatauth.tokens import issue_copilot_token
 from tests.conftest import bearer, chainlit_token
 
@@ -87,16 +87,6 @@ async def _fresh_layer():
     await layer.flush()
     yield
     await layer.flush()
-
-
-@pytest.fixture
-def chat(settings):
-    """Set CHATAUTH options for a test: ``chat(ON_MESSAGE=..., ...)``."""
-
-    def configure(**options):
-        settings.CHATAUTH = {**settings.CHATAUTH, **options}
-
-    return configure
 
 
 def app():
@@ -194,18 +184,36 @@ async def test_session_message_and_echo(pair):
     await hang_up(comm)
     saved = await row(session["session_id"])
     assert saved.closed_at is not None and saved.close_code == 1000
+    # The row is the record of both; the audit trail shows them among the
+    # audit log's events (no extra rows).
+    assert not await AuditEvent.objects.filter(event__startswith="session_o").aexists()
     events = [
         e
-        async for e in AuditEvent.objects.filter(
+        async for e in AuditTrail.objects.filter(
             event__in=[AuditEvent.Event.SESSION_OPENED, AuditEvent.Event.SESSION_CLOSED]
         ).order_by("created_at")
     ]
-    assert [(e.event, e.identifier, e.reason) for e in events] == [
-        ("session_opened", "alice", "header"),
-        ("session_closed", "alice", "1000"),
+    assert [(e.event, e.user_id, e.reason) for e in events] == [
+        ("session_opened", saved.user_id, ""),
+        ("session_closed", saved.user_id, "1000"),
     ]
     assert pair["access_token"] not in json.dumps([e.token_id for e in events])
     await assert_no_tasks()
+
+
+async def test_the_session_frame_comes_once_the_row_is_durable(pair):
+    """Read-your-writes: right after the session frame, the session is listed
+    and can be deleted, every time."""
+    for _ in range(30):
+        comm, session = await open_session(pair["access_token"])
+        headers = bearer(pair["access_token"])
+        listed = await http("get", "/auth/sessions", **headers)
+        assert session["session_id"] in {s["id"] for s in listed.json()}
+        deleted = await http(
+            "delete", f"/auth/sessions/{session['session_id']}", **headers
+        )
+        assert deleted.status_code == 204
+        await expect_close(comm, CloseCode.REVOKED)
 
 
 async def test_a_session_shorter_than_a_batch_is_recorded_opened_and_closed(pair):
@@ -215,11 +223,11 @@ async def test_a_session_shorter_than_a_batch_is_recorded_opened_and_closed(pair
     assert saved.closed_at is not None and saved.close_code == 1000
     events = {
         e.event: e.reason
-        async for e in AuditEvent.objects.filter(
+        async for e in AuditTrail.objects.filter(
             token_id=saved.token_key, event__startswith="session_"
         )
     }
-    assert events == {"session_opened": "header", "session_closed": "1000"}
+    assert events == {"session_opened": "", "session_closed": "1000"}
 
 
 async def test_user_session_inside_on_message(chat, pair):
@@ -370,11 +378,11 @@ async def test_logout_message_logs_out_like_http(chat, pair):
     assert response.status_code == 401
     logout = await AuditEvent.objects.aget(event=AuditEvent.Event.LOGOUT)
     assert logout.method == "websocket" and logout.identifier == "alice"
-    # The refresh token still works: only this access token was logged out.
+    # The login the token belongs to ended with it: its refresh token too.
     response = await http(
         "post", "/auth/token/refresh", data={"refresh": pair["refresh_token"]}
     )
-    assert response.status_code == 200
+    assert response.status_code == 401
     await assert_no_tasks()
 
 

@@ -98,10 +98,9 @@ def test_login_me_refresh_logout(http, account):
     rotated = http.post("/auth/token/refresh", json={"refresh": pair["refresh_token"]})
     assert rotated.status_code == 200
     new = rotated.json()
-    assert_detail(
-        http.post("/auth/token/refresh", json={"refresh": pair["refresh_token"]}), 401
-    )
+    assert me(http, new["access_token"]).status_code == 200
 
+    new = login(http, account).json()  # another login, logged out below
     out = http.post(
         "/auth/logout",
         json={"refresh": new["refresh_token"]},
@@ -114,6 +113,25 @@ def test_login_me_refresh_logout(http, account):
     assert_detail(
         http.post("/auth/token/refresh", json={"refresh": new["refresh_token"]}), 401
     )
+    # The first login was not logged out.
+    assert me(http, rotated.json()["access_token"]).status_code == 200
+
+
+def test_reused_refresh_token_ends_its_login(http, account):
+    """RFC 9700 §4.14.2: a rotated-out refresh token presented again means two
+    parties hold it; the whole login ends, the attacker's tokens with it."""
+    pair = login(http, account).json()
+    rotated = http.post("/auth/token/refresh", json={"refresh": pair["refresh_token"]})
+    assert rotated.status_code == 200
+    new = rotated.json()
+    other = login(http, account).json()
+    replay = http.post("/auth/token/refresh", json={"refresh": pair["refresh_token"]})
+    assert_detail(replay, 401)
+    assert_detail(me(http, new["access_token"]), 401)
+    assert_detail(
+        http.post("/auth/token/refresh", json={"refresh": new["refresh_token"]}), 401
+    )
+    assert me(http, other["access_token"]).status_code == 200  # another login
 
 
 def test_concurrent_refreshes_exactly_one_succeeds(demo_server):
@@ -246,7 +264,10 @@ def test_management_commands_against_the_server(http, demo_server):
     assert me(http, token).json()["identifier"] == name
 
     key_name = f"key-{uuid.uuid4().hex[:8]}"
-    raw = manage(demo_server.env, "chatauth_apikey", "create", key_name).strip()
+    # A key that may set existing users' profiles (the user exists already).
+    raw = manage(
+        demo_server.env, "chatauth_apikey", "create", key_name, "--profiles"
+    ).strip()
     minted = http.post(
         "/auth/copilot/token",
         json={"identifier": name, "metadata": {"plan": "x"}},

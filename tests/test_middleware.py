@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from urllib.parse import urlparse
 
 import jwt
 import pytest
@@ -32,14 +31,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
 async def _fresh_layer():
     await get_channel_layer().flush()
     yield
-
-
-@pytest.fixture
-def chat(settings):
-    def configure(**options):
-        settings.CHATAUTH = {**settings.CHATAUTH, **options}
-
-    return configure
 
 
 class WhoAmI(AsyncWebsocketConsumer):
@@ -339,57 +330,94 @@ async def test_foreign_origin_is_refused_at_the_handshake_and_audited(pair):
 async def test_allowed_origin_and_missing_origin(chat, pair):
     chat(ALLOWED_ORIGINS=["https://app.example.com"])
     for origin in (b"https://app.example.com", b"http://127.0.0.1:8000", None):
-        headers = auth_header(pair["access_token"])
+        headers = [*auth_header(pair["access_token"]), (b"host", b"127.0.0.1:8000")]
         if origin:
             headers.append((b"origin", origin))
         comm = connect(headers=headers)
         await session_of(comm)
         await comm.disconnect()
+    # Another port of an allowed host is another origin (another app).
+    headers = [
+        *auth_header(pair["access_token"]),
+        (b"host", b"127.0.0.1:8000"),
+        (b"origin", b"http://127.0.0.1:3000"),
+    ]
+    assert await connect(headers=headers).connect(timeout=5) == (False, 1000)
 
 
-def allowed(origin, *, origins=(), hosts=("127.0.0.1", "localhost"), host=None):
+def allowed(
+    origin, *, origins=(), hosts=("127.0.0.1", "localhost"), host=None, tls=False
+):
     from django.test import override_settings
 
     from chatauth.conf import settings
 
     headers = [(b"host", host.encode())] if host else []
+    scope = {"headers": headers, "scheme": "wss" if tls else "ws"}
     with override_settings(
         ALLOWED_HOSTS=list(hosts), CHATAUTH={"ALLOWED_ORIGINS": list(origins)}
     ):
         try:
-            return OriginValidator(None).origin_allowed(origin, {"headers": headers})
+            return OriginValidator(None).origin_allowed(origin, scope)
         finally:
             settings.reload()
 
 
 def test_origin_rules():
-    # ALLOWED_HOSTS: any scheme and port of those hosts.
-    assert allowed("http://127.0.0.1:8000")
-    assert allowed("https://localhost")
-    assert not allowed("http://127.0.0.2:8000")
-    assert not allowed("http://localhost.evil.example")
-    assert not allowed("null")  # sandboxed frames, file://
-    assert not allowed("garbage")
-    # ALLOWED_ORIGINS: scheme and (default) port must match when given.
-    origins = ["https://app.example.com", "http://.corp.example:8080"]
+    # The server's own origin: scheme (ws = http), Host and port, exactly, for a
+    # Host that ALLOWED_HOSTS allows.
+    assert allowed("http://127.0.0.1:8000", host="127.0.0.1:8000")
+    assert allowed("http://localhost", host="localhost")
+    assert allowed("http://localhost:80", host="localhost")
+    assert not allowed("http://localhost:3000", host="localhost:8000")  # another app
+    assert not allowed("https://localhost:8000", host="localhost:8000")  # scheme
+    assert not allowed("http://127.0.0.2:8000", host="127.0.0.2:8000")  # not allowed
+    assert not allowed("http://localhost.evil.example", host="localhost")
+    assert not allowed("http://127.0.0.1:8765.evil.com", host="127.0.0.1:8765")
+    assert not allowed("http://127.0.0.1:8000")  # no Host: no own origin
+    assert not allowed("null", host="localhost")  # sandboxed frames, file://
+    assert not allowed("garbage", host="localhost")
+    assert not allowed("http://user@localhost", host="localhost")
+    assert not allowed("http://localhost/", host="localhost")
+    # ALLOWED_ORIGINS: listed origins, exactly (default ports made explicit).
+    origins = ["https://app.example.com", "http://localhost:3000"]
     assert allowed("https://app.example.com", origins=origins)
     assert allowed("https://app.example.com:443", origins=origins)
+    assert allowed("HTTPS://APP.EXAMPLE.COM", origins=origins)
     assert not allowed("http://app.example.com", origins=origins)
     assert not allowed("https://app.example.com:8443", origins=origins)
     assert not allowed("https://app.example.com.evil.example", origins=origins)
-    assert allowed("http://a.corp.example:8080", origins=origins)
-    assert not allowed("http://a.corp.example:8081", origins=origins)
+    assert not allowed("https://x.app.example.com", origins=origins)
+    assert allowed("http://localhost:3000", origins=origins)
+    assert not allowed("http://localhost:3001", origins=origins)
     assert not allowed("http://x.example:99999", origins=["http://x.example"])
-    assert allowed("https://anything.example", origins=["*"])
-    # "*" in ALLOWED_HOSTS is not "any origin": only the same origin as Host.
+    # Wildcard-like entries allow nothing (check E008 reports them).
+    assert not allowed("https://anything.example", origins=["*"])
+    assert not allowed("https://a.corp.example", origins=["https://.corp.example"])
+    # "*" in ALLOWED_HOSTS allows any Host, never any Origin.
     assert not allowed("https://evil.example", hosts=["*"], host="chat.example")
-    assert allowed("https://chat.example", hosts=["*"], host="chat.example")
+    assert allowed("http://chat.example", hosts=["*"], host="chat.example")
     assert allowed("http://chat.example:8000", hosts=["*"], host="chat.example:8000")
     assert not allowed(
         "http://chat.example:8001", hosts=["*"], host="chat.example:8000"
     )
-    assert urlparse("http://[::1]:8000").hostname == "::1"
-    assert allowed("http://[::1]:8000", hosts=["[::1]"])
+    assert allowed("http://[::1]:8000", hosts=["[::1]"], host="[::1]:8000")
+    # A TLS socket (or uvicorn --proxy-headers behind a TLS proxy): https.
+    assert allowed(
+        "https://chat.example", hosts=["chat.example"], host="chat.example", tls=True
+    )
+
+
+def test_origin_entries_that_are_not_origins_are_errors():
+    from django.test import override_settings
+
+    from chatauth.checks import check_settings
+
+    bad = ["*", "https://*.example.com", ".example.com", "https://a.example/", "x"]
+    good = ["https://app.example.com", "http://localhost:3000", "http://[::1]:8000"]
+    with override_settings(CHATAUTH={"ALLOWED_ORIGINS": [*bad, *good]}):
+        errors = [e for e in check_settings() if e.id == "chatauth.E008"]
+    assert len(errors) == len(bad)
 
 
 async def test_the_consumer_refuses_a_scope_without_authentication(db):

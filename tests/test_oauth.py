@@ -12,12 +12,13 @@ import hashlib
 import json
 import socket
 from datetime import timedelta
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import pytest
 from django.contrib.auth import get_user_model
 
 import chatauth
+from chatauth.adapter import DefaultAdapter
 from chatauth.models import AuditEvent, OAuthAccount, Profile
 from tests.oidc.provider import Browser, start_provider
 
@@ -134,14 +135,15 @@ def test_round_trip_creates_user_and_linked_account(client, configure, browser, 
 
     url, params = start(client)
     # Authorization request: code flow, PKCE S256, state and nonce (RFC 7636,
-    # OIDC Core §3.1.2.1), with the verifier and nonce kept in the session only.
+    # OIDC Core §3.1.2.1), with the verifier and nonce kept in the browser's
+    # signed state cookie only.
     assert url.startswith(oidc.issuer)
     assert params["response_type"] == "code"
     assert params["client_id"] == OIDC_CLIENT["client_id"]
     assert params["redirect_uri"] == CALLBACK.format("local")
     assert set(params["scope"].split()) == {"openid", "email", "profile"}
     assert params["code_challenge_method"] == "S256"
-    flow = client.session["_chatauth_oauth"][params["state"]]
+    flow = pending(client)[params["state"]]
     assert params["nonce"] == flow["nonce"] and len(flow["nonce"]) >= 20
     digest = hashlib.sha256(flow["code_verifier"].encode()).digest()
     assert (
@@ -181,12 +183,12 @@ def test_round_trip_creates_user_and_linked_account(client, configure, browser, 
     assert claims["nonce"] == flow["nonce"]
     assert claims["aud"] == OIDC_CLIENT["client_id"]
     assert claims["iss"] == oidc.issuer
-    # Audited as an OAuth login (one row), the state is gone from the session.
+    # Audited as an OAuth login (one row), the state is gone from the cookie.
     rows = AuditEvent.objects.filter(event=AuditEvent.Event.LOGIN)
     assert [(r.method, r.user_id, r.success) for r in rows] == [
         ("oauth", user.pk, True)
     ]
-    assert params["state"] not in client.session.get("_chatauth_oauth", {})
+    assert params["state"] not in pending(client)
     # The session is a real Django login: the session-authenticated routes work.
     minted = client.post("/auth/copilot/token", content_type="application/json")
     assert minted.status_code == 200, minted.content
@@ -287,15 +289,56 @@ def test_github_profile_uses_primary_verified_email(client, configure):
 # --- linking ------------------------------------------------------------------------
 
 
-def test_links_existing_user_by_verified_email(client, configure, make_user):
-    existing = make_user("dave@example.test", email="dave@example.test")
-    dave = Browser(login="dave")
+class TrustingAdapter(DefaultAdapter):
+    """A project's adapter that knows its local emails are verified."""
+
+    def email_verified(self, user, email):
+        return True
+
+
+def oauth_login(client, name: str):
+    who = Browser(login=name)
     try:
-        assert login(client, dave)["Location"] == FRONTEND
+        return login(client, who)
     finally:
-        dave.close()
+        who.close()
+
+
+def test_an_existing_local_account_is_never_joined_by_default(
+    client, configure, make_user
+):
+    """As django-allauth: someone may have created the account with the
+    victim's address and a password of their own (pre-account hijacking)."""
+    existing = make_user("dave@example.test", email="dave@example.test")
+    refused(oauth_login(client, "dave"), "account_exists")
+    assert not OAuthAccount.objects.exists()
+    # Opted in, but the local account's email is not known to be verified.
+    configure(OAUTH_LINK_BY_EMAIL=True)
+    refused(oauth_login(client, "dave"), "account_exists")
+    assert not OAuthAccount.objects.exists()
+    assert existing.pk  # untouched
+
+
+def test_joins_a_local_account_when_both_sides_verified_the_email(
+    client, configure, make_user
+):
+    existing = make_user("dave@example.test", email="dave@example.test")
+    configure(OAUTH_LINK_BY_EMAIL=True, ADAPTER="tests.test_oauth.TrustingAdapter")
+    assert oauth_login(client, "dave")["Location"] == FRONTEND
     assert client.session["_auth_user_id"] == str(existing.pk)
     assert OAuthAccount.objects.get(subject="dave").user == existing
+
+
+def test_staff_accounts_are_joined_only_when_allowed(client, configure, make_user):
+    make_user("dave@example.test", email="dave@example.test", is_staff=True)
+    configure(OAUTH_LINK_BY_EMAIL=True, ADAPTER="tests.test_oauth.TrustingAdapter")
+    refused(oauth_login(client, "dave"), "account_exists")
+    configure(
+        OAUTH_LINK_BY_EMAIL=True,
+        OAUTH_LINK_STAFF=True,
+        ADAPTER="tests.test_oauth.TrustingAdapter",
+    )
+    assert oauth_login(client, "dave")["Location"] == FRONTEND
 
 
 def test_unverified_email_never_links_or_becomes_identifier(
@@ -331,14 +374,12 @@ def test_unverified_account_colliding_with_local_user_is_refused(
     assert not OAuthAccount.objects.exists()
 
 
-def test_inactive_user_is_refused(client, configure, make_user):
+def test_inactive_user_is_refused_and_nothing_is_linked(client, configure, make_user):
     make_user("carol@example.test", email="carol@example.test", is_active=False)
-    carol = Browser(login="carol")
-    try:
-        refused(login(client, carol), "user_inactive")
-    finally:
-        carol.close()
+    configure(OAUTH_LINK_BY_EMAIL=True, ADAPTER="tests.test_oauth.TrustingAdapter")
+    refused(oauth_login(client, "carol"), "user_inactive")
     assert not logged_in(client)
+    assert not OAuthAccount.objects.exists()
 
 
 # --- state, ID token, provider failures --------------------------------------------
@@ -379,8 +420,41 @@ def test_logins_started_in_two_tabs_both_work(client, configure):
     finally:
         tab.close()
     assert client.get(back.replace("http://testserver", ""))["Location"] == FRONTEND
-    # The second tab's state survived the first login (cycle_key keeps the data).
-    assert second["state"] in client.session["_chatauth_oauth"]
+    # The second tab's state survived the first login.
+    assert second["state"] in pending(client)
+
+
+def test_an_anonymous_start_writes_nothing_on_the_server(client, configure):
+    from django.contrib.sessions.models import Session
+
+    for _ in range(20):
+        start(client)
+    assert Session.objects.count() == 0
+    cookie = client.cookies["chatauth_oauth"]
+    assert cookie["httponly"] and cookie["samesite"] == "Lax"
+    assert cookie["path"] == "/auth/oauth/local"
+    assert len(pending(client)) == 5  # the most recent ones (tabs)
+
+
+def test_a_replayed_state_cookie_is_refused(client, configure, browser):
+    url, params = start(client)
+    saved = client.cookies["chatauth_oauth"].value
+    back = browser.authorize(url, CALLBACK.format("local"))
+    path = back.replace("http://testserver", "")
+    assert client.get(path)["Location"] == FRONTEND
+    client.logout()
+    client.cookies["chatauth_oauth"] = saved  # the state used already, again
+    refused(client.get(path), "invalid_state")
+
+
+def pending(client, provider="local") -> dict:
+    """The logins in progress, as the browser's signed cookie holds them."""
+    from django.core import signing
+
+    cookie = client.cookies.get("chatauth_oauth")
+    if cookie is None or not cookie.value:
+        return {}
+    return signing.loads(cookie.value, salt="chatauth.oauth.state")
 
 
 def test_missing_or_unknown_state_is_refused(client, configure):
@@ -456,10 +530,11 @@ def test_provider_error_text_is_not_echoed(client, configure):
     refused(response, "provider_error")
 
 
-def test_rejected_code_is_refused(client, configure):
+def test_rejected_code_is_refused(client, configure, oidc):
     _, params = start(client)
     response = client.get(
-        "/auth/oauth/local/callback", {"state": params["state"], "code": "made-up"}
+        "/auth/oauth/local/callback",
+        {"state": params["state"], "code": "made-up", "iss": oidc.issuer},
     )
     refused(response, "provider_error")
 
@@ -604,3 +679,54 @@ def test_round_trip_through_the_real_demo_server(tmp_path):
             provider.stop()
         server.stop()
     assert "Traceback" not in server.output()
+
+
+# --- what a provider says is input ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "s" * 300,  # a subject longer than its column: refused, never cut
+        "tab\there",  # a control character
+        "zero\u200bwidth",  # an invisible one
+    ],
+    ids=["long-subject", "control-character", "zero-width"],
+)
+def test_claims_that_cannot_be_stored_as_said_are_refused(client, configure, name):
+    refused(oauth_login(client, name), "invalid_claims")
+    assert not OAuthAccount.objects.exists()
+    assert not get_user_model().objects.exists()
+    assert AuditEvent.objects.filter(reason="invalid_claims").count() == 1
+
+
+def test_subjects_sharing_their_first_255_characters_are_two_identities():
+    from chatauth.oauth import Identity, Refusal, checked
+
+    long = "s" * 255
+    assert checked(Identity(subject=long)).subject == long
+    with pytest.raises(Refusal):
+        checked(Identity(subject=long + "x"))
+
+
+def test_a_callback_without_iss_is_refused_when_the_provider_promises_it(
+    client, configure, browser
+):
+    """RFC 9207: the provider's metadata says every response carries ``iss``
+    (authorization_response_iss_parameter_supported): one without it may be
+    another provider's (a mix-up attack)."""
+    url, _ = start(client)
+    back = browser.authorize(url, CALLBACK.format("local"))
+    parts = urlsplit(back)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "iss"]
+    assert len(query) < len(parse_qsl(parts.query))  # it did send one
+    stripped = parts._replace(query=urlencode(query)).geturl()
+    refused(client.get(stripped.replace("http://testserver", "")), "invalid_issuer")
+    assert not logged_in(client)
+
+
+def test_identifiers_from_a_provider_are_normalised(client, configure):
+    """The provider's handle as the identifier: case and width folded."""
+    assert oauth_login(client, "Frank")["Location"] == FRONTEND
+    user = get_user_model().objects.get()
+    assert user.username == "frank@example.test"

@@ -205,14 +205,20 @@ def test_deactivation_and_reactivation(user):
     assert excinfo.value.code == "user_inactive"
     user.is_active = True
     user.save()
-    assert tokens.verify_token(raw).identifier == "alice"
+    # A deactivation ends the user's credentials for good: reactivating the
+    # user does not bring a token issued before it back (a stolen one would
+    # come back too).
+    with pytest.raises(TokenRevoked):
+        tokens.verify_token(raw)
+    time.sleep(0.002)
+    assert tokens.verify_token(str(tokens.issue_pair(user).access))
 
 
 def test_signals_sent(user):
     seen = []
 
-    def on_token(sender, token, reason, user_pk, **kwargs):
-        seen.append(("token", token.key, reason, str(user_pk)))
+    def on_token(sender, key, kind, reason, user_pk, **kwargs):
+        seen.append(("token", key, kind, reason, str(user_pk)))
 
     def on_user(sender, user, reason, **kwargs):
         seen.append(("user", user.pk, reason))
@@ -228,7 +234,7 @@ def test_signals_sent(user):
         signals.token_revoked.disconnect(on_token)
         signals.user_tokens_revoked.disconnect(on_user)
     assert seen == [
-        ("token", verified.key, "r1", str(user.pk)),
+        ("token", verified.key, "access", "r1", str(user.pk)),
         ("user", user.pk, "r2"),
     ]
 

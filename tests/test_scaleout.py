@@ -173,3 +173,47 @@ def test_redis_prefix_is_used():
         check=True,
     ).stdout.split()
     assert out == ["p-check", "p-check"]
+
+
+async def read_your_writes(a, b, username: str = "alice", rounds: int = 200) -> int:
+    """Open a socket on ``a``; right after its session frame, list the session
+    on ``b`` and delete it there.  How many rounds missed it."""
+    misses = 0
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(
+            f"{a.url}/auth/login", json={"username": username, "password": PASSWORD}
+        )
+        assert response.status_code == 200, response.text
+        pair = response.json()
+        headers = {"Authorization": f"Bearer {pair['access_token']}"}
+        for _ in range(rounds):
+            async with connect(
+                f"{a.ws_url}/ws/chat/", additional_headers=headers
+            ) as ws:
+                session = (await session_of(ws))["session_id"]
+                listed = await http.get(f"{b.url}/auth/sessions", headers=headers)
+                gone = await http.delete(
+                    f"{b.url}/auth/sessions/{session}", headers=headers
+                )
+                if session not in {s["id"] for s in listed.json()}:
+                    misses += 1
+                if gone.status_code != 204:
+                    misses += 1
+                else:
+                    assert await close_code(ws) == 4410
+    return misses
+
+
+async def test_a_session_is_durable_before_it_is_announced_on_two_workers(
+    two_servers,
+):
+    a, b = two_servers
+    assert await read_your_writes(a, b) == 0
+
+
+async def test_a_session_is_durable_before_it_is_announced_on_one_worker(
+    demo_server,
+):
+    name = f"ryw-{uuid.uuid4().hex[:6]}"
+    create_users(demo_server.env, (name, PASSWORD))
+    assert await read_your_writes(demo_server, demo_server, name) == 0

@@ -137,3 +137,77 @@ def test_reservation_is_atomic_across_threads():
     for thread in threads:
         thread.join(10)
     assert results.count(True) == 10 and results.count(False) == 6
+
+
+def test_reservation_is_exact_on_the_demos_file_cache(tmp_path):
+    """The embedded default keeps counts in files, whose ``incr`` reads then
+    writes: reservations are serialised within the process."""
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "files": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path),
+        },
+    }
+    with override_settings(CACHES=caches, CHATAUTH={"CACHE_ALIAS": "files"}):
+        results = []
+        barrier = threading.Barrier(16)
+
+        def reserve():
+            barrier.wait(10)
+            results.append(throttling.reserve("dave", None).allowed)
+
+        threads = [threading.Thread(target=reserve) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    assert results.count(True) == 10 and results.count(False) == 6
+
+
+def test_client_address_behind_a_trusted_proxy():
+    from django.test import RequestFactory
+
+    from chatauth.internal.http import client_ip, scope_client
+
+    def ip(peer, forwarded=None):
+        request = RequestFactory().get("/", REMOTE_ADDR=peer)
+        if forwarded is not None:
+            request.META["HTTP_X_FORWARDED_FOR"] = forwarded
+        scope = {
+            "client": (peer, 1234),
+            "headers": [(b"x-forwarded-for", forwarded.encode())] if forwarded else [],
+        }
+        assert scope_client(scope)[0] == client_ip(request)
+        return client_ip(request)
+
+    with override_settings(CHATAUTH={"TRUSTED_PROXIES": ["10.0.0.0/24"]}):
+        assert ip("10.0.0.5", "203.0.113.9") == "203.0.113.9"
+        # What the client wrote itself is left of what the proxies appended.
+        assert ip("10.0.0.5", "1.2.3.4, 203.0.113.9, 10.0.0.7") == "203.0.113.9"
+        assert ip("10.0.0.5", "unknown") is None  # the shared bucket
+        assert ip("10.0.0.5", "203.0.113.9, garbage") is None
+        assert ip("10.0.0.5") == "10.0.0.5"
+        # An untrusted peer's header is never read.
+        assert ip("198.51.100.1", "203.0.113.9") == "198.51.100.1"
+
+
+def test_per_address_limits_hold_behind_the_header_login_proxy(user):
+    """The deployment header login needs (workers see the proxy itself): each
+    client behind the proxy still has its own bucket."""
+    with override_settings(CHATAUTH={"TRUSTED_PROXIES": ["10.0.0.5"]}):
+        client = APIClient()
+
+        def through_proxy(username, password, address):
+            return client.post(
+                "/auth/login",
+                {"username": username, "password": password},
+                format="json",
+                REMOTE_ADDR="10.0.0.5",
+                HTTP_X_FORWARDED_FOR=address,
+            )
+
+        for i in range(10):
+            assert through_proxy(f"u{i}", "x", "203.0.113.1").status_code == 401
+        assert through_proxy("alice", PASSWORD, "203.0.113.1").status_code == 429
+        assert through_proxy("alice", PASSWORD, "203.0.113.2").status_code == 200

@@ -99,11 +99,17 @@ def test_login_me_refresh_logout_flow(api, user, login):
     assert new["refresh_token"] != pair["refresh_token"]
     assert me(api, new["access_token"]).status_code == 200
 
+    other = login().json()  # another login of the same user
     out = api.post("/auth/logout", **bearer(new["access_token"]))
     assert out.json() == {"detail": "Logged out."}
     assert_detail(me(api, new["access_token"]), 401)
-    # logout revokes the presented token only: the first access token is separate
-    assert me(api, pair["access_token"]).status_code == 200
+    # Logout ends the login the token belongs to: every access and refresh
+    # token of it (its refresh family), not only the one presented ...
+    assert_detail(me(api, pair["access_token"]), 401)
+    assert_detail(refresh(api, new["refresh_token"]), 401)
+    # ... and no other login.
+    assert me(api, other["access_token"]).status_code == 200
+    assert refresh(api, other["refresh_token"]).status_code == 200
 
 
 def test_refresh_reuse_refused(api, pair):
@@ -181,9 +187,11 @@ def test_logout_with_refresh_revokes_it(api, pair):
     )
     assert out.status_code == 200
     assert_detail(refresh(api, pair["refresh_token"]), 401)
+    # The two tokens, and the login they belong to (their refresh family).
     assert set(RevokedToken.objects.values_list("token_type", flat=True)) == {
         "access",
         "refresh",
+        "family",
     }
 
 
@@ -412,16 +420,25 @@ def test_copilot_token_with_an_api_key_creates_then_updates(api, api_key):
     claims = tokens.verify_token(body["access_token"])
     assert claims.token_type == "copilot"
 
-    second = copilot(api, raw, {"identifier": "dana", "metadata": {"b": 2}})
+    # An existing user's profile (claims in their own tokens) is not the key's
+    # to change, unless it may.
+    second = copilot(api, raw, {"identifier": "dana", "metadata": {"role": "admin"}})
     assert second.status_code == 200
-    profile = Profile.objects.get(user__username="dana")
-    assert profile.metadata == {"b": 2}
+    assert second.json()["user"]["metadata"] == {"a": 1}
+    assert Profile.objects.get(user__username="dana").metadata == {"a": 1}
+    APIKey.objects.filter(pk=row.pk).update(may_update_profiles=True)
+    third = copilot(api, raw, {"identifier": "dana", "metadata": {"b": 2}})
+    assert third.json()["user"] == {
+        "identifier": "dana",
+        "display_name": "Dana",  # not given: kept
+        "metadata": {"b": 2},
+    }
     assert Profile.objects.filter(user__username="dana").count() == 1
 
     row.refresh_from_db()
     assert row.last_used_at is not None
     used = AuditEvent.objects.filter(event="api_key_used")
-    assert used.count() == 2
+    assert used.count() == 3
     assert {(r.identifier, r.method, r.success) for r in used} == {
         ("host-site", "api_key", True)
     }
@@ -562,3 +579,71 @@ def test_body_limit_follows_settings(api, user):
             api.generic("POST", "/auth/login", body, content_type="application/json"),
             413,
         )
+
+
+@THREADED
+def test_no_response_that_carries_a_token_is_cacheable(api, user, api_key):
+    """RFC 9111 §5.2.2.5: no-store on every chatauth answer (token pairs,
+    copilot tokens, identities, refusals), and on pages that embed a token."""
+    from django.test import Client
+
+    _, raw = api_key
+    login = api.post(
+        "/auth/login", {"username": "alice", "password": PASSWORD}, format="json"
+    )
+    pair = login.json()
+    answers = [
+        login,
+        api.post("/auth/login", {"username": "alice", "password": "x"}, format="json"),
+        refresh(api, pair["refresh_token"]),
+        me(api, pair["access_token"]),
+        copilot(api, raw, {"identifier": "bob"}),
+        api.get("/auth/config"),
+    ]
+    for response in answers:
+        assert response["Cache-Control"] == "no-store", response.request["PATH_INFO"]
+    page = Client()
+    page.force_login(user)
+    home = page.get("/")
+    assert (
+        "no-store" in home["Cache-Control"] and "accessToken" in home.content.decode()
+    )
+    assert "no-store" in page.get("/chainlit/")["Cache-Control"]
+    # The same page without a token (an anonymous visitor) is left alone.
+    assert "no-store" not in Client().get("/").get("Cache-Control", "")
+
+
+def test_api_key_scopes(api, make_user):
+    """A key mints only within its scope: a pattern of identifiers, a group,
+    and never for staff or superusers unless it may; 403, audited."""
+    from django.contrib.auth.models import Group
+
+    partners = Group.objects.create(name="partners")
+    key, raw = APIKey.objects.create_key("partner", identifiers="*@partner.example")
+    make_user("root@partner.example", is_superuser=True, is_staff=True)
+    outsider = make_user("bob@partner.example")
+
+    assert copilot(api, raw, {"identifier": "Ann@Partner.example"}).status_code == 200
+    for identity in ("eve@other.example", "root@partner.example"):
+        refused = copilot(api, raw, {"identifier": identity})
+        assert refused.status_code == 403
+        assert refused.json() == {
+            "detail": "This API key may not mint tokens for this identity."
+        }
+    rows = AuditEvent.objects.filter(event="api_key_refused", reason="scope")
+    assert {(r.identifier, r.actor) for r in rows} == {
+        ("eve@other.example", "api_key:partner"),
+        ("root@partner.example", "api_key:partner"),
+    }
+    APIKey.objects.filter(pk=key.pk).update(may_mint_for_staff=True, group=partners)
+    # Now: members of the group only; the key's own new users join it.
+    assert copilot(api, raw, {"identifier": "bob@partner.example"}).status_code == 403
+    outsider.groups.add(partners)
+    assert copilot(api, raw, {"identifier": "bob@partner.example"}).status_code == 200
+    created = copilot(api, raw, {"identifier": "new@partner.example"})
+    assert created.status_code == 200
+    from django.contrib.auth import get_user_model
+
+    new = get_user_model().objects.get(username="new@partner.example")
+    assert new.groups.filter(pk=partners.pk).exists()
+    assert copilot(api, raw, {"identifier": "root@partner.example"}).status_code == 403

@@ -12,7 +12,7 @@ from django.template import Context, Template
 from django.test import RequestFactory
 from rest_framework.test import APIClient
 
-from chatauth import revocation
+from chatauth import revocation, websessions
 from chatauth.constants import CloseCode
 from tests.test_middleware import closed_with, connect, cookie, session_of
 
@@ -31,7 +31,7 @@ def mint(client: APIClient):
 
 def test_login_stamps_the_session_and_api_logins_do_not(user, login):
     client = logged_in_client(user)
-    stamp = client.session[revocation.SESSION_AUTH_AT]
+    stamp = client.session[websessions.SESSION_AUTH_AT]
     assert time.time() - 5 < stamp <= time.time()
     response = login()
     assert response.status_code == 200

@@ -51,6 +51,15 @@ class ChatAuthAPIView(APIView):
         # the login routes that take no Authorization header (DRF would say 403).
         return super().get_authenticate_header(request) or 'Bearer realm="api"'
 
+    def finalize_response(
+        self, request: Request, response: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        # Tokens, identities, login answers: never kept by a browser or a shared
+        # cache (RFC 9111 §5.2.2.5; OAuth 2.0 token responses, RFC 6749 §5.1).
+        response["Cache-Control"] = "no-store"
+        return response
+
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, RequestDataTooBig):
             exc = PayloadTooLarge()

@@ -9,11 +9,14 @@ from typing import TYPE_CHECKING, Any
 from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
 
+from chatauth.conf import on_reload
+
 if TYPE_CHECKING:
     from django.core.cache.backends.base import BaseCache
 
 _lock = threading.Lock()
-#: (alias, cache, whether it is process memory), made once per process.
+#: (alias, cache, whether it lives in this process's memory), made once per
+#: process.
 _cache: tuple[str, BaseCache, bool] | None = None
 
 
@@ -46,11 +49,28 @@ def get_cache() -> BaseCache:
 
 
 def is_local() -> bool:
-    """True when the cache is this process's memory: reading it does no I/O, so
-    an event loop may read it without a thread hop."""
+    """True when reading the cache does no I/O (process memory): an event loop
+    may read it without a thread hop.  (Not a file cache: even that may block
+    on the disk.)"""
     return _current()[2]
 
 
+def has_atomic_counters() -> bool:
+    """True when the cache's ``add``/``incr`` are atomic (local memory, Redis,
+    Memcached); a file or database cache reads then writes."""
+    from django.core.cache.backends.memcached import BaseMemcachedCache
+    from django.core.cache.backends.redis import RedisCache
+
+    return isinstance(get_cache(), LocMemCache | RedisCache | BaseMemcachedCache)
+
+
+def is_process_memory() -> bool:
+    """True when the cache lives in this process's memory: no other process
+    (another worker, a management command) can write to it."""
+    return _current()[2]
+
+
+@on_reload
 def reset() -> None:
     """Forget the shared client (settings changed)."""
     global _cache

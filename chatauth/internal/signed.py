@@ -31,6 +31,8 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from chatauth.conf import on_reload
+
 _lock = threading.Lock()
 _entries: OrderedDict[bytes, tuple[int, str]] = OrderedDict()
 _generation = 0
@@ -86,6 +88,7 @@ def _key(raw: str) -> bytes:
     return hashlib.sha256(raw.encode()).digest()
 
 
+@on_reload
 def clear() -> None:
     global _generation
     with _lock:

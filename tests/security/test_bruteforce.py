@@ -5,7 +5,10 @@
   scope can stop them), and 40 from one address (each for another username):
   at most ``LOGIN_FAILURE_LIMIT`` reach the password check -- counted as 401s
   and as ``login_failed``/``invalid_credentials`` audit rows -- and the rest
-  are 429 with ``Retry-After``.
+  are 429 with ``Retry-After``.  The same through Django's own doors, the
+  admin's login form and a plain ``LoginView``, which call ``authenticate()``:
+  the limit holds there, the right password is refused once it is reached,
+  and ``auth/login`` refuses that account too (one count for every door).
 * Unknown user and wrong password answer identically (status, body, headers but
   ``Date``), and take the same time: medians of 200 tries each, interleaved,
   differ by less than 10 %.  That server hashes with bcrypt at cost 8 instead of
@@ -18,6 +21,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import statistics
 import threading
@@ -152,6 +156,71 @@ def test_per_address_limit_holds_under_concurrency(throttled):
             timeout=30,
         )
     assert response.status_code == 401
+
+
+def form_attempt(
+    url: str,
+    path: str,
+    username: str,
+    password: str,
+    source: str,
+    barrier: threading.Barrier | None = None,
+) -> httpx.Response:
+    """A browser's login through a Django form: the page (CSRF cookie and token),
+    then the post."""
+    transport = httpx.HTTPTransport(local_address=source)
+    with httpx.Client(transport=transport, timeout=60) as client:
+        page = client.get(url + path)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)[1]
+        if barrier is not None:
+            barrier.wait(timeout=30)
+        return client.post(
+            url + path,
+            data={
+                "csrfmiddlewaretoken": token,
+                "username": username,
+                "password": password,
+            },
+            headers={"Referer": url + path},
+        )
+
+
+@pytest.mark.parametrize(
+    ("door", "subnet"), [("/admin/login/", "127.0.3"), ("/accounts/login/", "127.0.4")]
+)
+def test_django_login_forms_hold_the_limit(throttled, door, subnet):
+    server, db = throttled
+    username = f"root-{subnet.rsplit('.', 1)[1]}"
+    create_users(server.env, (username, PASSWORD), admin=True)
+    barrier = threading.Barrier(ATTEMPTS)
+    with ThreadPoolExecutor(ATTEMPTS) as pool:
+        futures = [
+            pool.submit(
+                form_attempt,
+                server.url,
+                door,
+                username,
+                f"guess-{i}",
+                f"{subnet}.{i + 1}",
+                barrier,
+            )
+            for i in range(ATTEMPTS)
+        ]
+        statuses = sorted(f.result(timeout=90).status_code for f in futures)
+    # Checked: the form again with its error (200); refused unchecked: 429.
+    checked = statuses.count(200)
+    assert set(statuses) <= {200, 429} and 1 <= checked <= LIMIT, statuses
+    assert failed_rows(db, "invalid_credentials", username) == checked
+    print(f"\n{door}: {ATTEMPTS} concurrent guesses, {checked} checked")
+    right = form_attempt(server.url, door, username, PASSWORD, f"{subnet}.200")
+    assert right.status_code == 429 and int(right.headers["Retry-After"]) >= 1
+    assert "sessionid" not in right.cookies
+    api = httpx.post(
+        f"{server.url}/auth/login",
+        json={"username": username, "password": PASSWORD},
+        timeout=30,
+    )
+    assert api.status_code == 429
 
 
 def comparable(response: httpx.Response) -> tuple:

@@ -158,11 +158,19 @@ def http_paths(call, secrets: Secrets, api_key: str) -> None:
     pair2 = json.loads(body)
     access2 = secrets.token(pair2["access_token"])
     refresh2 = secrets.token(pair2["refresh_token"])
-    assert call("POST", "/auth/token/refresh", {"refresh": refresh})[0] == 401  # replay
     assert call("POST", "/auth/token/refresh", {"refresh": access2})[0] == 401
     assert call("GET", "/auth/me", None, bearer(access2))[0] == 200
     assert call("GET", "/auth/me", None, bearer(access2[:-3]))[0] == 401
     assert call("GET", "/auth/me", None, bearer(refresh2))[0] == 401
+    # A replay of the rotated refresh token ends the whole login (its family).
+    assert call("POST", "/auth/token/refresh", {"refresh": refresh})[0] == 401
+    assert call("GET", "/auth/me", None, bearer(access2))[0] == 401
+    status, body = call(
+        "POST", "/auth/login", {"username": "alice", "password": PASSWORD}
+    )
+    assert status == 200, body
+    access2 = secrets.token(json.loads(body)["access_token"])
+    refresh2 = secrets.token(json.loads(body)["refresh_token"])
     # API keys, good and bad.
     status, body = call(
         "POST",
@@ -279,7 +287,8 @@ def test_nothing_secret_anywhere_after_every_path(leak_server):
     secrets.scan("server output", server.output())
     with sqlite3.connect(db) as conn:
         conn.row_factory = sqlite3.Row
-        rows = conn.execute("SELECT * FROM chatauth_auditevent").fetchall()
+        # The audit log with the chat sessions' openings and ends among it.
+        rows = conn.execute("SELECT * FROM chatauth_audittrail").fetchall()
     events = {row["event"] for row in rows}
     expected = {"login_failed", "login", "logout", "refresh", "api_key_refused"}
     assert expected | {"session_opened", "session_refused"} <= events, events

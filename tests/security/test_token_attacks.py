@@ -224,9 +224,10 @@ ATTACKS = [
            kinds=("refresh",)),
     Attack("issued_before_logout_everywhere", logged_out_everywhere, REVOKED,
            CloseCode.REVOKED),
-    Attack("user_deleted", deleted_user, "User not found.", CloseCode.UNAUTHORIZED),
+    # An access ended by an admin (deleted, deactivated): 4410, "log in again".
+    Attack("user_deleted", deleted_user, "User not found.", CloseCode.REVOKED),
     Attack("user_deactivated", deactivated_user, "User is inactive.",
-           CloseCode.UNAUTHORIZED),
+           CloseCode.REVOKED),
     Attack("chainlit_token_when_not_accepted",
            lambda c, k: chainlit_token("carol"), "Chainlit tokens are not accepted.",
            CloseCode.UNAUTHORIZED, kinds=("access",),

@@ -6,7 +6,6 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
 from chatauth.models import APIKey
 
@@ -18,6 +17,24 @@ class Command(BaseCommand):
         sub = parser.add_subparsers(dest="action", required=True)
         create = sub.add_parser("create", help="create a key and print it once")
         create.add_argument("name")
+        create.add_argument(
+            "--identifiers",
+            default="*",
+            help="shell pattern of the identifiers it may mint for (default '*')",
+        )
+        create.add_argument(
+            "--group", default=None, help="mint only for members of this group"
+        )
+        create.add_argument(
+            "--staff",
+            action="store_true",
+            help="may mint for staff members and superusers",
+        )
+        create.add_argument(
+            "--profiles",
+            action="store_true",
+            help="may set existing users' display names and metadata",
+        )
         sub.add_parser("list", help="list keys (never the keys themselves)")
         revoke = sub.add_parser("revoke", help="revoke a key by name")
         revoke.add_argument("name")
@@ -28,9 +45,10 @@ class Command(BaseCommand):
             name = options["name"].strip()
             if not name or len(name) > 100:
                 raise CommandError("NAME must be 1 to 100 characters.", returncode=2)
+            scope = self._scope(options)
             try:
                 with transaction.atomic():  # a savepoint, also inside a transaction
-                    _, raw = APIKey.objects.create_key(name)
+                    _, raw = APIKey.objects.create_key(name, **scope)
             except IntegrityError as e:
                 raise CommandError(
                     f"An API key named {name!r} exists.", returncode=2
@@ -43,15 +61,40 @@ class Command(BaseCommand):
             for key in APIKey.objects.order_by("name"):
                 state = "revoked" if key.revoked_at else "active"
                 used = key.last_used_at.isoformat() if key.last_used_at else "never"
+                scope = key.identifiers
+                if key.group is not None:
+                    scope += f" in group {key.group.name}"
+                scope += " +staff" * key.may_mint_for_staff
+                scope += " +profiles" * key.may_update_profiles
                 self.stdout.write(
-                    f"{key.name}\tca_{key.prefix}…\t{state}\tlast used {used}"
+                    f"{key.name}\tca_{key.prefix}…\t{state}\tfor {scope}"
+                    f"\tlast used {used}"
                 )
         else:
-            updated = APIKey.objects.filter(
-                name=options["name"], revoked_at__isnull=True
-            ).update(revoked_at=timezone.now())
+            updated = APIKey.objects.filter(name=options["name"]).revoke()
             if not updated:
                 raise CommandError(
                     f"No active API key named {options['name']!r}.", returncode=2
                 )
             self.stdout.write(f"Revoked {options['name']}.")
+
+    @staticmethod
+    def _scope(options: dict[str, Any]) -> dict[str, Any]:
+        from django.contrib.auth.models import Group
+
+        pattern = (options["identifiers"] or "").strip()
+        if not pattern or len(pattern) > 255:
+            raise CommandError(
+                "--identifiers must be 1 to 255 characters.", returncode=2
+            )
+        group = None
+        if options["group"] is not None:
+            group = Group.objects.filter(name=options["group"]).first()
+            if group is None:
+                raise CommandError(f"No group {options['group']!r}.", returncode=2)
+        return {
+            "identifiers": pattern,
+            "group": group,
+            "may_mint_for_staff": options["staff"],
+            "may_update_profiles": options["profiles"],
+        }

@@ -1,4 +1,4 @@
-"""Delete expired denylist rows and ended chat-session rows."""
+"""Delete expired denylist rows, ended chat-session rows and old audit rows."""
 
 from __future__ import annotations
 
@@ -8,15 +8,17 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from chatauth import audit
 from chatauth.conf import settings
 from chatauth.constants import CloseCode
-from chatauth.models import ChatSession, RevokedToken
+from chatauth.models import AuditEvent, ChatSession, RevokedToken
 
 
 class Command(BaseCommand):
     help = (
         "Delete denylist rows of tokens that have expired, mark sessions whose "
-        "worker stopped reporting as closed, and delete closed session rows."
+        "worker stopped reporting as closed, delete closed session rows, and "
+        "audit rows older than CHATAUTH['AUDIT_RETENTION']."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -40,7 +42,13 @@ class Command(BaseCommand):
         ).update(closed_at=now, close_code=CloseCode.NORMAL)
         cutoff = now - timedelta(days=options["keep_days"])
         sessions, _ = ChatSession.objects.filter(closed_at__lt=cutoff).delete()
+        audit.refusals.flush()  # what this process counted, before it goes
+        audited = 0
+        if settings.AUDIT_RETENTION is not None:
+            old = now - settings.AUDIT_RETENTION
+            audited, _ = AuditEvent.objects.filter(created_at__lt=old).delete()
         self.stdout.write(
             f"Deleted {tokens} expired denylist row(s), closed {stale} stale "
-            f"session(s), deleted {sessions} closed session row(s)."
+            f"session(s), deleted {sessions} closed session row(s) and {audited} "
+            "audit row(s) past their retention."
         )

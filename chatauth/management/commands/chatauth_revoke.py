@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from chatauth import revocation
+from chatauth import flows
 
 
 class Command(BaseCommand):
@@ -23,5 +23,5 @@ class Command(BaseCommand):
         ).first()
         if user is None:
             raise CommandError(f"No user {options['identifier']!r}.", returncode=2)
-        revocation.revoke_user(user, reason="command")
+        flows.logout_everywhere(user, reason="command")
         self.stdout.write(f"Logged {options['identifier']} out everywhere.")
