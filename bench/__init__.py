@@ -26,6 +26,8 @@ BENCHMARKS: tuple[str, ...] = (
     "ws_connect",
     "ws_logout",
     "ws_memory",
+    "lifecycle",
+    "abuse",
 )
 #: Run only when asked for (``--soak``, or ``--only soak``): ten minutes long.
 ON_REQUEST: tuple[str, ...] = ("soak",)

@@ -35,11 +35,14 @@ class _Connection:
 
 
 class LoadClient:
-    """Up to ``size`` persistent connections to one loopback server."""
+    """Up to ``size`` persistent connections to one loopback server, from
+    ``local_address`` (another loopback address, e.g. ``127.0.0.2``: another
+    client as far as the server's per-address limits go) if given."""
 
-    def __init__(self, port: int, size: int) -> None:
+    def __init__(self, port: int, size: int, local_address: str | None = None) -> None:
         self.port = port
         self.size = size
+        self.local_addr = (local_address, 0) if local_address else None
         self._idle: asyncio.Queue[_Connection] = asyncio.Queue()
         self._open = 0
         self._all: list[_Connection] = []
@@ -55,7 +58,9 @@ class LoadClient:
         if self._open < self.size:
             self._open += 1
             try:
-                reader, writer = await asyncio.open_connection(LOOPBACK, self.port)
+                reader, writer = await asyncio.open_connection(
+                    LOOPBACK, self.port, local_addr=self.local_addr
+                )
             except BaseException:
                 self._open -= 1
                 raise

@@ -392,6 +392,12 @@ def _proc_cpu(pid: int | str) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, every thread) process ``pid`` and its
+    children have used so far; 0 once it is gone.  Linux only (``/proc``)."""
+    return _proc_cpu(pid) + sum(_proc_cpu(c) for c in _children(pid))
+
+
 def _children(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()

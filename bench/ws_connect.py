@@ -1,9 +1,11 @@
 """WebSocket sessions/s (connect, session frame, echo, close) vs a bare consumer.
 
 One uvicorn process (1 worker, DEBUG off, SQLite, local-memory cache, in-memory
-channel layer: the demo as ``make demo`` runs it) serves both: ``ws/chat/``
+channel layer: the demo as ``make demo`` runs it, but for the cache, which the
+demo keeps in files now; ``BENCH_CACHE=locmem``) serves both: ``ws/chat/``
 (origin check, bearer-token check with revocation, groups of user and token,
-the second revocation check, session row and audit rows, expiry timer, the
+the second revocation check, the session row committed before the session
+frame (the record of its opening and end: no audit rows), expiry timer, the
 ``on_message`` echo) and ``/bench/ws/bare``, a Channels consumer speaking the
 same frames with no auth at all.  A *session* is one whole client
 conversation: open, read ``{"type": "session"}``, send ``{"type": "message"}``,
@@ -42,7 +44,7 @@ QUICK_IDLE = (100,)
 def run(quick: bool) -> list[Row]:
     profile = QUICK if quick else FULL
     raise_nofile()
-    with workspace().server("ws_connect") as server:
+    with workspace().server("ws_connect", BENCH_CACHE="locmem") as server:
         tokens = [login(server, name)["access_token"] for name in USERS]
         chat_url, bare_url = server.ws_url + CHAT_PATH, server.ws_url + BARE_WS_PATH
         asyncio.run(_check(chat_url, bare_url, tokens[0]))

@@ -5,12 +5,15 @@ Redis (cache and ``channels_redis`` layer, under this run's own key and channel
 prefix), as two workers of a scaled-out deployment do.  N sessions (1,000, the
 issue's figure; also 100 and 5,000) are opened and left idle, half on each
 process, with the tokens of other users.  Then, sample after sample: a fresh
-access token (refresh rotation on B), a socket opened with it on A, the token
-logged out with ``POST auth/logout`` on B; the figure is the time from the
-logout response (its last byte read by the client) to the 4410 close frame read
-on A's socket.  The propagation runs inside the request (revocation written,
-then ``group_send`` through Redis), so a close frame may even beat the response
-home: such a sample counts as 0 ms, and the note says how many there were.
+login's access token, a socket opened with it on A, the token logged out with
+``POST auth/logout`` on B; the figure is the time from the logout response (its
+last byte read by the client) to the 4410 close frame read on A's socket.  (A
+logout ends the whole login, its refresh token too, so each sample's token is
+minted by another process on the database, ``bench.site.actor``, as
+``auth/login`` mints them, without a bcrypt check per sample.)  The propagation
+runs inside the request (revocation written, then ``group_send`` through
+Redis), so a close frame may even beat the response home: such a sample counts
+as 0 ms, and the note says how many there were.
 The time from sending the logout request to the close frame (what a user
 waits for) is reported beside it.
 """
@@ -28,7 +31,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from bench.http import LoadClient
 from bench.measure import CpuMeter, Row, at_most, percentile
-from bench.servers import REDIS, USERS, login, redis_up, workspace
+from bench.servers import REDIS, USERS, Actor, login, redis_up, workspace
 from bench.ws import close_sessions, open_sessions, raise_nofile
 
 CHAT_PATH = "/ws/chat/"
@@ -90,19 +93,23 @@ def run(quick: bool) -> list[Row]:
     ):
         # The idle sessions use the first users; the samples the last one.
         idle_tokens = [login(b, name)["access_token"] for name in USERS[:-1]]
-        pair = login(b, USERS[-1])
+        actor_env = space.env(**env)
         for size in QUICK_SIZES if quick else SIZES:
             with CpuMeter([a.process.pid, b.process.pid]) as cpu:
                 result = asyncio.run(
-                    _measure(a, b, idle_tokens, pair, size, profile["samples"])
+                    _measure(a, b, idle_tokens, actor_env, size, profile["samples"])
                 )
-            pair = result.pop("pair")
             rows += _rows(size, result, cpu)
     return rows
 
 
 async def _measure(
-    a: Any, b: Any, idle_tokens: list[str], pair: dict, size: int, samples: int
+    a: Any,
+    b: Any,
+    idle_tokens: list[str],
+    actor_env: dict[str, str],
+    size: int,
+    samples: int,
 ) -> dict[str, Any]:
     half = size // 2
     idle = await open_sessions(a.ws_url + CHAT_PATH, idle_tokens, half)
@@ -111,10 +118,13 @@ async def _measure(
         await asyncio.sleep(0.2)  # let both processes write the session rows
         client = LoadClient(b.port, 1)
         try:
+            async with Actor(actor_env, workspace().dir) as actor:
+                # One login per sample, minted before any is measured.
+                minted = await actor.call(
+                    "tokens", usernames=[USERS[-1]] * samples, timeout=120
+                )
             latencies, signed, from_request, failures = [], [], [], []
-            for index in range(samples):
-                pair = await _refresh(client, pair)
-                access = pair["access_token"]
+            for index, access in enumerate(minted["result"]):
                 try:
                     latency, total = await _sample(a, client, access, check=index == 0)
                 except (AssertionError, TimeoutError, OSError) as e:
@@ -137,18 +147,7 @@ async def _measure(
         "from_request": from_request,
         "failures": failures,
         "idle_closed": wrongly_closed,
-        "pair": pair,
     }
-
-
-async def _refresh(client: LoadClient, pair: dict) -> dict:
-    body = json.dumps({"refresh": pair["refresh_token"]}).encode()
-    status, content = await client.request(
-        "POST", "/auth/token/refresh", {"Content-Type": "application/json"}, body
-    )
-    if status != 200:
-        raise AssertionError(f"refresh: HTTP {status} {content[:80]!r}")
-    return json.loads(content)
 
 
 async def _sample(

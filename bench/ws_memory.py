@@ -1,8 +1,10 @@
 """Memory per idle authenticated WebSocket session (5,000 of them) vs bare consumer.
 
 Two fresh uvicorn processes (1 worker each, the demo as ``make demo`` runs it:
-SQLite, local-memory cache, in-memory channel layer, so the group memberships
-live in the server's own memory too): one holds 5,000 idle ``ws/chat/``
+SQLite, in-memory channel layer, so the group memberships live in the server's
+own memory too; but the local-memory cache, ``BENCH_CACHE=locmem``, where the
+demo now keeps its cache in files, so the cache entries count in the RSS as
+before): one holds 5,000 idle ``ws/chat/``
 sessions (authenticated, in their groups, session rows written, expiry timers
 armed), the other 5,000 idle sessions of the bare consumer.  Each first opens
 and closes a few hundred sessions of its kind (code paths, caches and
@@ -35,14 +37,14 @@ def run(quick: bool) -> list[Row]:
     raise_nofile()
     count = QUICK_SESSIONS if quick else SESSIONS
     space = workspace()
-    with space.server("ws_memory-chat") as chat_server:
+    with space.server("ws_memory-chat", BENCH_CACHE="locmem") as chat_server:
         tokens = [login(chat_server, name)["access_token"] for name in USERS]
         chat = asyncio.run(
             _measure(
                 chat_server.process.pid, chat_server.ws_url + CHAT_PATH, tokens, count
             )  # fmt: skip
         )
-    with space.server("ws_memory-bare") as bare_server:
+    with space.server("ws_memory-bare", BENCH_CACHE="locmem") as bare_server:
         bare = asyncio.run(
             _measure(
                 bare_server.process.pid,

@@ -29,6 +29,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 import weakref
@@ -188,15 +189,12 @@ class Registry:
             self.task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
-        while True:
-            await self._serve()
-            # Idle: give the writer's connection back (a test database must be
-            # droppable, a pooler's slot free) until the next session.  A
-            # session that arrived meanwhile found this task still running and
-            # started none: serve it.
-            await _in_writer(_release_connections, True)
-            if not (self.sessions or self._pending()):
-                return
+        await self._serve()
+        # Idle: the writer gives its connection back once it has been idle for
+        # WRITER_IDLE_RELEASE (a pooler's slot free, a test database
+        # droppable), not at once: a client reconnecting would open a new
+        # connection per session.
+        _release_when_idle()
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -271,6 +269,51 @@ WRITER_CONN_MAX_AGE = 60.0
 #: or a server-side idle timeout may have closed it meanwhile).
 WRITER_PING_AFTER = 1.0
 _writer_state = {"connected_at": 0.0, "used_at": 0.0}
+
+
+#: The writer keeps its connection this long after its last job.
+WRITER_IDLE_RELEASE = 2.0
+_idle_timer: list[threading.Timer] = []
+_idle_lock = threading.Lock()
+
+
+def _release_when_idle() -> None:
+    """Give the writer's connections back once it has been idle for
+    ``WRITER_IDLE_RELEASE``: a timer thread, not a task, so that it happens
+    even if this event loop ends first."""
+    with _idle_lock:
+        if _idle_timer and _idle_timer[0].is_alive():
+            return
+        timer = threading.Timer(WRITER_IDLE_RELEASE, _idle_release_due)
+        timer.daemon = True
+        _idle_timer[:] = [timer]
+        timer.start()
+
+
+def _idle_release_due() -> None:
+    _writer.submit(_release_if_idle)
+
+
+def _release_if_idle() -> None:
+    if not _writer_state["connected_at"]:
+        return  # released already
+    idle = time.monotonic() - _writer_state["used_at"]
+    if idle >= WRITER_IDLE_RELEASE:
+        _release_connections(True)
+    else:  # used meanwhile: look again once it may be idle long enough
+        with _idle_lock:
+            timer = threading.Timer(
+                WRITER_IDLE_RELEASE - idle + 0.01, _idle_release_due
+            )
+            timer.daemon = True
+            _idle_timer[:] = [timer]
+            timer.start()
+
+
+def release_writer_connections() -> None:
+    """Close the session writer's database connections now (they reopen when
+    needed): for a test run about to drop its database, or a worker stopping."""
+    _writer.submit(_release_connections, True).result()
 
 
 async def _in_writer(fn: Callable[..., Any], *args: Any) -> Any:

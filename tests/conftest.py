@@ -33,6 +33,17 @@ def require_service(name: str, host: str, port: int) -> None:
     pytest.skip(message)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _writer_released(django_db_setup, django_db_blocker):
+    """The session writer keeps its connection a moment after its last job:
+    give it back before the test database is dropped."""
+    yield
+    from chatauth import sessions
+
+    with django_db_blocker.unblock():
+        sessions.release_writer_connections()
+
+
 @pytest.fixture(autouse=True)
 def _clean_state():
     """Each test starts with no hooks, an empty cache and default settings."""
