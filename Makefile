@@ -11,7 +11,7 @@ OWN_SERVER_TESTS := tests/test_widget_browser.py tests/test_chainlit_compat.py \
 	tests/test_lifecycle_matrix.py \
 	tests/security/test_schemathesis.py tests/security/test_bruteforce.py \
 	tests/security/test_secrets_leak.py tests/security/test_faults.py \
-	tests/security/test_static.py
+	tests/security/test_static.py tests/test_deploy_audit.py
 
 .PHONY: demo test lint format bench install clean
 
@@ -28,7 +28,7 @@ install: $(VENV)/.installed
 ## demo: set up and run the demo on http://$(HOST):$(PORT)/ (SQLite, in-memory layer)
 demo: install
 	DJANGO_DEBUG=1 $(BIN)/python manage.py migrate --noinput -v0
-	DJANGO_DEBUG=1 $(BIN)/python manage.py demo_user
+	DJANGO_DEBUG=1 $(BIN)/python manage.py demo_user --host $(HOST) --port $(PORT)
 	DJANGO_DEBUG=1 $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 ## test: lint and static checks, then the whole suite on SQLite and on PostgreSQL

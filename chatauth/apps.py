@@ -9,8 +9,9 @@ class ChatAuthConfig(AppConfig):
 
     def ready(self) -> None:
         # Modules whose receivers and checks register on import.
-        from chatauth import audit, checks, lifecycle, schema, websessions  # noqa: F401
+        from chatauth import accesslog, audit, checks, lifecycle, schema, websessions  # noqa: F401
         from chatauth.hooks import load_hooks
 
         lifecycle.connect()
+        accesslog.install()
         load_hooks()

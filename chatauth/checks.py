@@ -295,7 +295,162 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list:
                 id="chatauth.W007",
             )
         )
+    return [
+        *errors,
+        *_deploy_proxies(),
+        *_deploy_secrets(),
+        *_deploy_limits(),
+        *_deploy_origins(),
+    ]
+
+
+#: Django settings that make it believe a request header from any peer.
+FORWARDED_SETTINGS = (
+    "SECURE_PROXY_SSL_HEADER",
+    "USE_X_FORWARDED_HOST",
+    "USE_X_FORWARDED_PORT",
+)
+#: Networks wider than these are "a whole network", not a proxy.
+WIDEST_PROXY_PREFIX = {4: 16, 6: 64}
+
+
+def _deploy_proxies() -> list:
+    """Who may speak for the client: proxy headers and identity headers."""
+    from chatauth import hooks
+
+    errors: list = []
+    for name in FORWARDED_SETTINGS:
+        if getattr(django_settings, name, None):
+            errors.append(
+                Warning(
+                    f"{name} is set: Django takes that header from every peer, "
+                    "so any client can claim HTTPS (or another host or port).",
+                    hint="Let the ASGI server decide, from the proxies it trusts "
+                    "(uvicorn --proxy-headers --forwarded-allow-ips=<proxy>; "
+                    "daphne --proxy-headers behind a proxy that overwrites them), "
+                    f"and remove {name}.  Silence this check only if every "
+                    "request reaches Django through a proxy that overwrites the "
+                    "header.",
+                    id="chatauth.W012",
+                )
+            )
+    header_login = hooks.get_hook("header_auth_callback") is not None
+    for entry in settings.TRUSTED_PROXIES:
+        try:
+            network = ipaddress.ip_network(str(entry), strict=False)
+        except ValueError:
+            continue  # chatauth.E004
+        if network.prefixlen < WIDEST_PROXY_PREFIX[network.version]:
+            errors.append(
+                Warning(
+                    f"CHATAUTH['TRUSTED_PROXIES'] entry {entry!r} trusts "
+                    f"{network.num_addresses:,} addresses: any of them may set "
+                    "the client address chatauth throttles and audits"
+                    + (
+                        ", and log in as anyone through auth/header."
+                        if header_login
+                        else "."
+                    ),
+                    hint="List the proxies' own addresses (or their small subnet).",
+                    id="chatauth.W013",
+                )
+            )
+        elif header_login and network.is_loopback:
+            errors.append(
+                Warning(
+                    f"Header login trusts {entry!r}: every process on this "
+                    "machine can log in as anyone through auth/header.",
+                    hint="Trust a proxy on another address, or make sure nothing "
+                    "else on this machine can reach the server, and that the "
+                    "proxy strips the identity headers clients send.",
+                    id="chatauth.W014",
+                )
+            )
+    if not settings.REDACT_QUERY_STRINGS:
+        errors.append(
+            Warning(
+                "CHATAUTH['REDACT_QUERY_STRINGS'] is False: tokens and OAuth codes "
+                "sent in a query string are written to the server's access log.",
+                hint="Leave it on (the default).",
+                id="chatauth.W015",
+            )
+        )
     return errors
+
+
+def _deploy_secrets() -> list:
+    secret = str(settings.SECRET or "")
+    errors: list = []
+    if secret and "insecure" in secret.lower():
+        errors.append(
+            Error(
+                "chatauth's signing secret is a development placeholder.",
+                hint="Set CHATAUTH_SECRET to a random string of at least 32 bytes "
+                '(python -c "import secrets; print(secrets.token_urlsafe(48))").',
+                id="chatauth.E010",
+            )
+        )
+    django_key = str(getattr(django_settings, "SECRET_KEY", "") or "")
+    if secret and secret == django_key:
+        errors.append(
+            Warning(
+                "chatauth's signing secret is Django's SECRET_KEY.",
+                hint="Use a secret of its own: a leak of either (or a rotation of "
+                "SECRET_KEY) must not decide the other.",
+                id="chatauth.W016",
+            )
+        )
+    return errors
+
+
+#: Above these, a "limit" no longer bounds what one client can make a worker
+#: hold.
+LIMIT_CEILINGS = {
+    "MAX_MESSAGE_BYTES": 1024 * 1024,
+    "MAX_SOCKETS_PER_USER": 1_000,
+    "MAX_SOCKETS_PER_CREDENTIAL": 1_000,
+    "MAX_SOCKETS_PER_ADDRESS": 10_000,
+    "MAX_PENDING_SOCKETS_PER_ADDRESS": 1_000,
+}
+
+
+def _deploy_limits() -> list:
+    errors: list = []
+    for name, ceiling in LIMIT_CEILINGS.items():
+        value = getattr(settings, name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > ceiling:
+            errors.append(
+                Warning(
+                    f"CHATAUTH['{name}'] = {value:,} does not bound what one "
+                    "client can make a worker hold.",
+                    hint=f"Keep it at most {ceiling:,} (the default is "
+                    f"{settings.defaults[name]:,}).",
+                    id="chatauth.W017",
+                )
+            )
+    return errors
+
+
+def _deploy_origins() -> list:
+    from urllib.parse import urlsplit
+
+    errors: list = []
+    for entry in settings.ALLOWED_ORIGINS:
+        parts = urlsplit(str(entry))
+        if parts.scheme == "http" and parts.hostname not in LOCAL_HOSTS:
+            errors.append(
+                Warning(
+                    f"CHATAUTH['ALLOWED_ORIGINS'] entry {entry!r} is plain HTTP: a "
+                    "page anyone on the network path can rewrite may open chat "
+                    "sessions with the user's cookie.",
+                    hint="Allow the https:// origin.",
+                    id="chatauth.W018",
+                )
+            )
+    return errors
+
+
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 #: How long channels_redis's RedisChannelLayer blocks on Redis for a message.

@@ -100,6 +100,10 @@ DEFAULTS: dict[str, Any] = {
     "MAX_SOCKETS_PER_ADDRESS": 256,
     "MAX_PENDING_SOCKETS_PER_ADDRESS": 16,
     "ALLOW_QUERY_STRING_TOKEN": False,
+    # Drop query strings from the paths the ASGI server logs (uvicorn's access
+    # log and its WebSocket lines): a token or OAuth code sent in one must not
+    # land in the logs, even though chatauth refuses it (chatauth.accesslog).
+    "REDACT_QUERY_STRINGS": True,
     # Seconds between two heartbeats of a worker: its live chat sessions are
     # marked alive and re-checked against the database (the sweep), so a
     # revocation whose message was lost, or made by another process without a

@@ -385,9 +385,12 @@ def _record(opens: list[ChatConsumer], closes: list[tuple[ChatConsumer, int]]) -
             sender=ChatSession, session=consumer.row, scope=consumer.scope
         )
     closes = [(c, code) for c, code in closes if c.row is not None and c.row_saved]
-    if closes:
-        # Rows deleted meanwhile (the admin, the user's deletion) were recorded
-        # as deleted; their sockets' ends are not recorded again.
+    # Rows deleted meanwhile (the admin, the user's deletion) were recorded as
+    # deleted: their sockets' ends are neither written (the UPDATE finds no
+    # row) nor announced.  Which rows are still there costs a query: asked only
+    # when someone listens.
+    announce = signals.chat_session_closed.has_listeners(ChatSession)
+    if closes and announce:
         present = set(
             ChatSession.objects.filter(
                 pk__in=[c.session_id for c, _ in closes]
@@ -405,9 +408,10 @@ def _record(opens: list[ChatConsumer], closes: list[tuple[ChatConsumer, int]]) -
     for consumer, code in closes:
         row = consumer.row
         row.closed_at, row.close_code = now, code
-        signals.chat_session_closed.send(
-            sender=ChatSession, session=row, code=code, scope=consumer.scope
-        )
+        if announce:
+            signals.chat_session_closed.send(
+                sender=ChatSession, session=row, code=code, scope=consumer.scope
+            )
 
 
 def sweep(consumers: list[ChatConsumer]) -> list[int | None]:

@@ -100,7 +100,9 @@ def pair_response(pair: TokenPair) -> Response:
 
 
 class ConfigView(ChatAuthAPIView):
-    """Which login methods are on, for a login page to draw itself."""
+    """Which login methods are on, for a login page to draw itself.  Header
+    login only when a header callback is set and this request came through a
+    trusted proxy (the only way ``auth/header`` can succeed)."""
 
     @extend_schema(responses=ConfigSerializer, summary="Login methods")
     def get(self, request: Request) -> Response:
@@ -109,7 +111,8 @@ class ConfigView(ChatAuthAPIView):
         return Response(
             {
                 "password": True,
-                "header": hooks.get_hook("header_auth_callback") is not None,
+                "header": hooks.get_hook("header_auth_callback") is not None
+                and is_trusted_proxy(peer_ip(request._request)),
                 "oauth": provider_ids(),
                 "copilot": True,
             }

@@ -1,22 +1,11 @@
 """Settings of the chatauth demo project, also the reference deployment.
 
-Everything a deployment changes comes from the environment:
-
-``DATABASE_URL``            default: a SQLite file next to manage.py
-``REDIS_URL``               unset: in-memory channel layer and local-memory cache
-``REDIS_PREFIX``            keeps the channel layer and cache of deployments (or test
-                            runs) sharing one Redis apart (default: none)
-``CHATAUTH_SECRET``         the token signing secret (or ``CHAINLIT_AUTH_SECRET``)
-``DJANGO_SECRET_KEY``       Django's own secret
-``DJANGO_DEBUG``            "1"/"true" for development
-``DJANGO_ALLOWED_HOSTS``    comma-separated
-``CHATAUTH_ALLOWED_ORIGINS`` comma-separated WebSocket origins (https://host)
-``OAUTH_<ID>_CLIENT_ID``    turns on an OAuth provider (see ``OAUTH_PROVIDERS`` below)
-``CHATAUTH_COPILOT_TOKEN_LIFETIME`` copilot token lifetime in seconds (default 15 days)
-``CHATAUTH_PREVIOUS_SECRETS`` comma-separated secrets still accepted while rotating
-``CHATAUTH_HEARTBEAT_INTERVAL`` seconds between the live-session sweeps (default 30)
-``DJANGO_SERVE_STATIC``     "1": Django serves /static/ itself (default: only in DEBUG;
-                            a deployment puts the files behind its web server or CDN)
+Everything a deployment changes comes from the environment; the README's
+"Environment" table lists every variable read here, with its default.  Safe as
+shipped: with ``DJANGO_DEBUG`` off, cookies are Secure, plain HTTP is
+redirected to HTTPS, HSTS is on, header login is off (no proxy trusted), and
+only the ASGI server -- told which proxy to trust -- decides a request's
+scheme and client address.
 """
 
 from __future__ import annotations
@@ -100,7 +89,20 @@ DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sql
 import dj_database_url  # noqa: E402
 
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
-if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # A pool per worker process, bounded.  Under ASGI every concurrent request
+    # runs its sync code in a thread of its own, and with persistent
+    # connections (CONN_MAX_AGE) each such thread would keep a connection:
+    # a burst of requests (an attacker's, say) opens one per request until
+    # PostgreSQL refuses everyone ("too many clients").  Past the pool's size
+    # a request waits up to its timeout, then gets a 503.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": int(os.environ.get("DJANGO_DB_POOL_SIZE", "10")),
+        "timeout": 10,
+    }
+elif DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # One writer at a time: wait for the lock instead of failing at once, and take
     # it when a transaction starts (no deadlock-prone read-to-write upgrade).
     DATABASES["default"]["CONN_MAX_AGE"] = 0
@@ -203,7 +205,11 @@ CHATAUTH = {
     "HOOKS": "project.chat_hooks",
     "ALLOWED_ORIGINS": env_list("CHATAUTH_ALLOWED_ORIGINS"),
     "ON_MESSAGE": "chatauth.handlers.echo",
-    "TRUSTED_PROXIES": ["127.0.0.1", "::1"],
+    # Header login (auth/header) is off until a proxy is named here: only its
+    # requests may carry identity headers, and it must strip the ones clients
+    # send.  Empty by default: a local process cannot log in as anyone.
+    "TRUSTED_PROXIES": env_list("CHATAUTH_TRUSTED_PROXIES"),
+    "FRONTEND_URL": os.environ.get("CHATAUTH_FRONTEND_URL", "/"),
 }
 # OAuth providers, from the environment only: each is on when its client id is set
 # (OAUTH_<ID>_CLIENT_ID / _CLIENT_SECRET, as Chainlit names them): google, github,
@@ -244,13 +250,19 @@ DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE = 2 * 64 * 1024
 DAPHNE_WEBSOCKET_MAX_FRAME_SIZE = 2 * 64 * 1024
 
 # --- Production hardening (on whenever DEBUG is off) ------------------------------
+# No SECURE_PROXY_SSL_HEADER: Django would take X-Forwarded-Proto from any
+# peer.  The ASGI server sets the scheme from the proxies it is told to trust
+# (uvicorn --proxy-headers --forwarded-allow-ips=<proxy>), and Django reads it.
 if not DEBUG:
     SECURE_CONTENT_TYPE_NOSNIFF = True
+    # "0" for a local trial of these settings over plain HTTP (Secure cookies
+    # never come back over it: every form and OAuth login would fail).
     SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
-    SECURE_SSL_REDIRECT = env_bool("DJANGO_SSL_REDIRECT", False)
-    SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", "0"))
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("DJANGO_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", "31536000"))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
     X_FRAME_OPTIONS = "DENY"
 
 LANGUAGE_CODE = "en-us"

@@ -138,7 +138,11 @@ def demo_server(tmp_path_factory):
     from tests.servers import migrate, server_env, start_server
 
     tmp = tmp_path_factory.mktemp("demo-server")
-    env = server_env(DATABASE_URL=f"sqlite:///{tmp / 'db.sqlite3'}")
+    env = server_env(
+        DATABASE_URL=f"sqlite:///{tmp / 'db.sqlite3'}",
+        # Header login on, as the README turns it on: loopback is the proxy.
+        CHATAUTH_TRUSTED_PROXIES="127.0.0.1",
+    )
     migrate(env)
     server = start_server(env, tmp)
     yield server

@@ -49,7 +49,10 @@ def server_env(**extra: str) -> dict[str, str]:
         DJANGO_DEBUG="0",
         DJANGO_SECRET_KEY="e2e-django-secret-" + "d" * 40,
         DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
+        # Plain HTTP on loopback: the production settings' Secure cookies and
+        # HTTPS redirect off, as the README's local trial says.
         DJANGO_SECURE_COOKIES="0",
+        DJANGO_SSL_REDIRECT="0",
         CHATAUTH_SECRET=SECRET,
         PYTHONPATH=str(ROOT),
     )

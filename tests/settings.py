@@ -29,6 +29,9 @@ else:
     # when obsolete: with a max age they would still be open when pytest-django
     # drops the test database ("is being accessed by other users").
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
+    # Nor a pool, for the same reason (the servers the suite starts run the
+    # demo's settings, pool included).
+    DATABASES["default"].get("OPTIONS", {}).pop("pool", None)  # noqa: F405
 
 # In-process tests: a local-memory cache (the server-process tests run the
 # demo's own settings).
@@ -41,8 +44,11 @@ CHATAUTH["AUTODISCOVER_HOOKS"] = False
 # Refusal rows written at once, one per refusal (tests/test_audit.py checks the
 # counting with a real interval).
 CHATAUTH["AUDIT_REFUSAL_INTERVAL"] = 0
+# The test client's peer (127.0.0.1) plays the proxy for header login.
+CHATAUTH["TRUSTED_PROXIES"] = ["127.0.0.1", "::1"]
 SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False
+SECURE_SSL_REDIRECT = False
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -90,7 +90,12 @@ def test_deploy_warnings_for_local_cache_and_layer():
 def check_deploy(**env: str) -> subprocess.CompletedProcess:
     """Run it as a deployment would: DEBUG off, secrets only from ``env``."""
     environment = server_env(DJANGO_DEBUG="0")
-    for name in ("DJANGO_SECURE_COOKIES", "CHATAUTH_SECRET", "CHAINLIT_AUTH_SECRET"):
+    for name in (
+        "DJANGO_SECURE_COOKIES",
+        "DJANGO_SSL_REDIRECT",
+        "CHATAUTH_SECRET",
+        "CHAINLIT_AUTH_SECRET",
+    ):
         environment.pop(name, None)
     environment.update({k: v for k, v in env.items() if v is not None})
     return run_manage(environment, "check", "--deploy")
@@ -184,6 +189,96 @@ def test_demo_production_settings_pass_the_layer_check():
     assert result.returncode == 0, output
     assert "chatauth.W008" not in output
     assert "chatauth.W005" not in output and "chatauth.W006" not in output
+    # The shipped production settings: nothing at all, Django's checks included.
+    assert "System check identified no issues" in output, output
+
+
+# --- Each dangerous deployment variant has its check ---------------------------------
+
+
+def deploy_ids(**chatauth) -> set[str]:
+    with override_settings(CHATAUTH={"SECRET": LONG_SECRET, **chatauth}):
+        return ids(checks.check_deploy())
+
+
+@pytest.mark.parametrize(
+    "name", ["SECURE_PROXY_SSL_HEADER", "USE_X_FORWARDED_HOST", "USE_X_FORWARDED_PORT"]
+)
+def test_forwarded_headers_trusted_from_everyone(name):
+    value = ("HTTP_X_FORWARDED_PROTO", "https") if name.startswith("SECURE") else True
+    assert "chatauth.W012" not in deploy_ids()
+    with override_settings(**{name: value}):
+        assert "chatauth.W012" in deploy_ids()
+
+
+@pytest.mark.parametrize(
+    ("entry", "flagged"),
+    [
+        ("0.0.0.0/0", True),
+        ("10.0.0.0/8", True),
+        ("::/0", True),
+        ("10.0.0.0/24", False),
+        ("10.0.0.5", False),
+        ("2001:db8::/64", False),
+    ],
+)
+def test_trusted_proxies_that_are_whole_networks(entry, flagged):
+    assert ("chatauth.W013" in deploy_ids(TRUSTED_PROXIES=[entry])) is flagged
+
+
+def test_header_login_trusting_loopback():
+    import chatauth
+
+    assert "chatauth.W014" not in deploy_ids(TRUSTED_PROXIES=["127.0.0.1"])
+    chatauth.header_auth_callback(lambda headers: None)
+    assert "chatauth.W014" in deploy_ids(TRUSTED_PROXIES=["127.0.0.1"])
+    assert "chatauth.W014" not in deploy_ids(TRUSTED_PROXIES=["10.0.0.5"])
+    assert "chatauth.W014" not in deploy_ids(TRUSTED_PROXIES=[])
+
+
+def test_query_strings_in_logs():
+    assert "chatauth.W015" in deploy_ids(REDACT_QUERY_STRINGS=False)
+    assert "chatauth.W015" not in deploy_ids()
+
+
+def test_placeholder_secret_and_shared_secret():
+    placeholder = "insecure-demo-secret-for-development-only-0123456789"
+    with override_settings(CHATAUTH={"SECRET": placeholder}):
+        [error] = [m for m in checks.check_deploy() if m.id == "chatauth.E010"]
+        assert error.is_serious()
+    with override_settings(SECRET_KEY=LONG_SECRET):
+        assert "chatauth.W016" in deploy_ids()
+    assert "chatauth.W016" not in deploy_ids()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MAX_MESSAGE_BYTES", 16 * 1024 * 1024),
+        ("MAX_SOCKETS_PER_USER", 100_000),
+        ("MAX_SOCKETS_PER_CREDENTIAL", 5_000),
+        ("MAX_SOCKETS_PER_ADDRESS", 1_000_000),
+        ("MAX_PENDING_SOCKETS_PER_ADDRESS", 50_000),
+    ],
+)
+def test_limits_that_bound_nothing(name, value):
+    assert "chatauth.W017" not in deploy_ids()
+    assert "chatauth.W017" in deploy_ids(**{name: value})
+
+
+@pytest.mark.parametrize(
+    ("origin", "flagged"),
+    [
+        ("http://chat.example.com", True),
+        ("http://10.1.2.3:8000", True),
+        ("https://chat.example.com", False),
+        ("http://localhost:3000", False),
+        ("http://127.0.0.1:8000", False),
+        ("http://[::1]:8000", False),
+    ],
+)
+def test_plain_http_origins(origin, flagged):
+    assert ("chatauth.W018" in deploy_ids(ALLOWED_ORIGINS=[origin])) is flagged
 
 
 @pytest.mark.parametrize(
@@ -225,3 +320,15 @@ def test_a_small_redis_layer_pool_is_flagged(host, flagged):
     with override_settings(CHANNEL_LAYERS=layers):
         ids = [e.id for e in check_channel_layer_pool()]
     assert ids == (["chatauth.W011"] if flagged else [])
+
+
+def test_demo_user_prints_the_port_it_was_given():
+    result = run_manage(
+        server_env(DJANGO_DEBUG="1", DATABASE_URL="sqlite:///:memory:"),
+        "shell",
+        "-c",
+        "from django.core.management import call_command; "
+        "call_command('migrate', verbosity=0); "
+        "call_command('demo_user', '--port', '8123', '--host', 'localhost')",
+    )
+    assert "Open http://localhost:8123/" in result.stdout, result.stdout + result.stderr

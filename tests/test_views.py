@@ -59,6 +59,36 @@ def test_config(api):
         return None
 
     assert api.get("/auth/config").json()["header"] is True
+    # Only to a request that came through a trusted proxy (the test client's
+    # 127.0.0.1 is one in the test settings), and never with none trusted.
+    outside = api.get("/auth/config", REMOTE_ADDR="198.51.100.9")
+    assert outside.json()["header"] is False
+    with override_settings(CHATAUTH={"TRUSTED_PROXIES": []}):
+        assert api.get("/auth/config").json()["header"] is False
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/auth/login",
+        "/auth/header",
+        "/auth/config",
+        "/auth/me",
+        "/auth/logout",
+        "/auth/token/refresh",
+        "/auth/copilot/token",
+        "/auth/sessions",
+    ],
+)
+def test_options_shows_no_docstring(api, path):
+    response = api.options(path)
+    body = response.json()
+    if response.status_code == 401:  # routes that want a credential first
+        assert set(body) == {"detail"}
+        return
+    assert response.status_code == 200, response.content
+    assert "description" not in body
+    assert set(body) <= {"name", "renders", "parses", "actions"}
 
 
 def test_schema_is_openapi_3_with_every_route(api):

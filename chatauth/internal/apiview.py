@@ -11,6 +11,7 @@ from django.db import DatabaseError
 from django.http import HttpRequest
 from drf_spectacular.openapi import AutoSchema
 from rest_framework import exceptions
+from rest_framework.metadata import SimpleMetadata
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
@@ -24,6 +25,16 @@ from chatauth.exceptions import PayloadTooLarge, ServiceUnavailable
 logger = logging.getLogger("chatauth.views")
 
 
+class Metadata(SimpleMetadata):
+    """``OPTIONS``: the route's name, media types and fields, not its docstring
+    (DRF's default shows it: implementation notes are not for every client)."""
+
+    def determine_metadata(self, request: Request, view: APIView) -> dict[str, Any]:
+        metadata = super().determine_metadata(request, view)
+        metadata.pop("description", None)
+        return metadata
+
+
 class ChatAuthAPIView(APIView):
     """What every chatauth route shares, independent of the project's DRF settings."""
 
@@ -35,6 +46,7 @@ class ChatAuthAPIView(APIView):
     # submit a cross-site <form> to auth/login without a CORS preflight and plant
     # its own account's auth cookie in the victim's browser (login CSRF).
     parser_classes = [JSONParser]
+    metadata_class = Metadata
     schema = AutoSchema()  # drf-spectacular's, whatever DEFAULT_SCHEMA_CLASS says
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:

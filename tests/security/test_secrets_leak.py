@@ -234,6 +234,7 @@ def leak_server(tmp_path_factory):
         DJANGO_SETTINGS_MODULE="tests.security.server_settings",
         CHATAUTH_TEST_BCRYPT_ROUNDS="8",
         CHATAUTH_TEST_LOG_FILE=str(log),
+        CHATAUTH_TRUSTED_PROXIES="127.0.0.1",  # header login on (loopback proxy)
     )
     migrate(env)
     create_users(env, ("alice", PASSWORD), ("root", ADMIN_PASSWORD), admin=True)

@@ -11,6 +11,12 @@ USERNAME, PASSWORD = "demo", "demo-password-123"
 class Command(BaseCommand):
     help = "Create the demo user (demo / demo-password-123), a staff superuser."
 
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--host", default="127.0.0.1", help="where the demo runs (printed)"
+        )
+        parser.add_argument("--port", type=int, default=8000, help="its port (printed)")
+
     def handle(self, *args, **options):
         User = get_user_model()
         user, _ = User.objects.get_or_create(username=USERNAME)
@@ -24,6 +30,6 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo user: {USERNAME} / {PASSWORD}  (also an admin at /admin/)\n"
-                "Open http://127.0.0.1:8000/"
+                f"Open http://{options['host']}:{options['port']}/"
             )
         )
