@@ -62,6 +62,7 @@ import os
 import ssl
 import time
 import unicodedata
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -71,7 +72,14 @@ from asgiref.sync import sync_to_async
 from authlib.integrations.base_client import BaseApp, OAuthError
 from authlib.integrations.base_client.async_app import AsyncOAuth2Mixin
 from authlib.integrations.base_client.async_openid import AsyncOpenIDMixin
-from authlib.integrations.httpx_client import AsyncOAuth2Client
+
+with warnings.catch_warnings():
+    # authlib >= 1.7 warns, at import, on every process start (every
+    # manage.py command), that it runs on httpx rather than the httpx2 fork.
+    # chatauth uses the httpx client on purpose (one HTTP stack); the warning
+    # tells its users nothing they can act on.
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.core import signing
@@ -80,7 +88,7 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse
 from joserfc.errors import JoseError
 from rest_framework import exceptions
 from rest_framework.request import Request
@@ -94,6 +102,7 @@ from chatauth.identifiers import normalize
 from chatauth.internal.apiview import AsyncAPIView
 from chatauth.internal.models import has_field
 from chatauth.models import AuditEvent, OAuthAccount
+from chatauth.schema import documented
 from chatauth.serializers import DetailSerializer
 
 logger = logging.getLogger("chatauth.oauth")
@@ -673,7 +682,7 @@ def _redirect_uri(request: HttpRequest, provider: Provider) -> str:
 class OAuthStartView(AsyncAPIView):
     """``GET auth/oauth/<provider>``: 302 to the provider's consent page."""
 
-    @extend_schema(
+    @documented(
         request=None,
         responses={
             302: OpenApiResponse(description="To the provider's login page."),
@@ -719,7 +728,7 @@ class OAuthStartView(AsyncAPIView):
 class OAuthCallbackView(AsyncAPIView):
     """``GET auth/oauth/<provider>/callback``: the provider sends the browser back."""
 
-    @extend_schema(
+    @documented(
         request=None,
         responses={
             302: OpenApiResponse(

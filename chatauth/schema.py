@@ -1,6 +1,13 @@
-"""drf-spectacular descriptions of chatauth's authentication classes."""
+"""drf-spectacular descriptions of chatauth's authentication classes and views."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class JWTScheme(OpenApiAuthenticationExtension):
@@ -22,3 +29,22 @@ class APIKeyScheme(OpenApiAuthenticationExtension):
             "name": "Authorization",
             "description": "`Api-Key <key>`",
         }
+
+
+def documented(**kwargs: Any) -> Callable[[F], F]:
+    """drf-spectacular's ``extend_schema`` for a view method, built on
+    drf-spectacular's ``AutoSchema`` whatever the project's
+    ``REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"]`` says (``extend_schema`` on a
+    method subclasses that setting's class, read at import: with DRF's own
+    default, ``auth/schema`` would fail)."""
+    from drf_spectacular.openapi import AutoSchema
+    from drf_spectacular.utils import extend_schema
+
+    decorate = extend_schema(**kwargs)
+
+    def apply(method: F) -> F:
+        if not hasattr(method, "schema") and not hasattr(method, "kwargs"):
+            method.schema = AutoSchema  # type: ignore[attr-defined]
+        return decorate(method)
+
+    return apply

@@ -11,8 +11,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 from django.db import transaction
 from django.utils import timezone
-from drf_spectacular.renderers import OpenApiJsonRenderer
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiJsonRenderer2
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework import exceptions, status
 from rest_framework.authentication import SessionAuthentication
@@ -33,6 +32,7 @@ from chatauth.identifiers import normalize
 from chatauth.internal.apiview import AsyncAPIView, ChatAuthAPIView
 from chatauth.internal.http import is_trusted_proxy, peer_ip
 from chatauth.models import APIKey, AuditEvent, ChatSession
+from chatauth.schema import documented
 from chatauth.serializers import (
     ChatSessionSerializer,
     ConfigSerializer,
@@ -104,7 +104,7 @@ class ConfigView(ChatAuthAPIView):
     login only when a header callback is set and this request came through a
     trusted proxy (the only way ``auth/header`` can succeed)."""
 
-    @extend_schema(responses=ConfigSerializer, summary="Login methods")
+    @documented(responses=ConfigSerializer, summary="Login methods")
     def get(self, request: Request) -> Response:
         from chatauth.oauth import provider_ids
 
@@ -122,7 +122,7 @@ class ConfigView(ChatAuthAPIView):
 class LoginView(AsyncAPIView):
     """Password login: the ``password_auth_callback``, else ``authenticate()``."""
 
-    @extend_schema(
+    @documented(
         request=LoginSerializer,
         responses={200: TokenPairSerializer, **ERRORS},
         summary="Log in with username and password",
@@ -142,7 +142,7 @@ class LoginView(AsyncAPIView):
 class HeaderLoginView(AsyncAPIView):
     """Runs the ``header_auth_callback`` on the headers a trusted proxy set."""
 
-    @extend_schema(
+    @documented(
         request=None,
         responses={200: TokenPairSerializer, **ERRORS},
         summary="Log in with trusted proxy headers",
@@ -194,7 +194,7 @@ class HeaderLoginView(AsyncAPIView):
 class TokenRefreshView(ChatAuthAPIView):
     """Trade a refresh token for a new pair; the old one is denied from then on."""
 
-    @extend_schema(
+    @documented(
         request=RefreshSerializer,
         responses={200: TokenPairSerializer, **ERRORS},
         summary="Rotate a refresh token",
@@ -213,7 +213,7 @@ class MeView(AsyncAPIView):
     authentication_classes = [JWTAuthentication]
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(responses={200: UserSerializer, 401: DetailSerializer})
+    @documented(responses={200: UserSerializer, 401: DetailSerializer})
     async def get(self, request: Request) -> Response:
         return Response(request.auth.user_dict())
 
@@ -224,7 +224,7 @@ class LogoutView(ChatAuthAPIView):
     authentication_classes = [JWTAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(
+    @documented(
         request=LogoutSerializer,
         # 400/413: a malformed or oversized body (found by schemathesis).
         responses={code: DetailSerializer for code in (200, 400, 401, 413)},
@@ -255,7 +255,7 @@ class CopilotTokenView(ChatAuthAPIView):
 
     authentication_classes = [APIKeyAuthentication, SessionAuthentication]
 
-    @extend_schema(
+    @documented(
         request=CopilotRequestSerializer,
         responses={200: CopilotTokenSerializer, **ERRORS},
         summary="Mint a copilot access token",
@@ -345,7 +345,7 @@ class SessionListView(ChatAuthAPIView):
     authentication_classes = [JWTAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(
+    @documented(
         responses={200: ChatSessionSerializer(many=True), 401: DetailSerializer}
     )
     def get(self, request: Request) -> Response:
@@ -381,7 +381,7 @@ class SessionDetailView(ChatAuthAPIView):
     authentication_classes = [JWTAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(responses={204: None, 401: DetailSerializer, 404: DetailSerializer})
+    @documented(responses={204: None, 401: DetailSerializer, 404: DetailSerializer})
     def delete(self, request: Request, session_id: Any) -> Response:
         from chatauth.sessions import close_session
 
@@ -405,4 +405,6 @@ class SchemaView(SpectacularAPIView):
 
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
-    renderer_classes = [OpenApiJsonRenderer]
+    schema = None  # not a route of the API it describes
+    # The OpenAPI media type, and plain JSON for clients that ask for that.
+    renderer_classes = [OpenApiJsonRenderer, OpenApiJsonRenderer2]

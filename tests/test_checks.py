@@ -332,3 +332,9 @@ def test_demo_user_prints_the_port_it_was_given():
         "call_command('demo_user', '--port', '8123', '--host', 'localhost')",
     )
     assert "Open http://localhost:8123/" in result.stdout, result.stdout + result.stderr
+
+
+def test_manage_py_prints_no_third_party_warnings():
+    result = run_manage(server_env(DJANGO_DEBUG="1"), "check")
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr, result.stderr

@@ -677,3 +677,39 @@ def test_api_key_scopes(api, make_user):
     new = get_user_model().objects.get(username="new@partner.example")
     assert new.groups.filter(pk=partners.pk).exists()
     assert copilot(api, raw, {"identifier": "root@partner.example"}).status_code == 403
+
+
+def test_schema_with_drfs_own_defaults():
+    """A project that never configured drf-spectacular (DRF's default schema
+    class, drf-spectacular not installed as an app) still gets the schema."""
+    from tests.servers import run_manage, server_env
+
+    code = (
+        "from django.test import Client; "
+        "r = Client(HTTP_HOST='localhost').get('/auth/schema'); "
+        "print(r.status_code, r.headers['Content-Type']); "
+        "import json; print(sorted(json.loads(r.content)['paths'])[:3])"
+    )
+    result = run_manage(
+        server_env(DJANGO_SETTINGS_MODULE="tests.plain_drf_settings"),
+        "shell",
+        "-c",
+        code,
+    )
+    assert "200 application/vnd.oai.openapi+json" in result.stdout, (
+        result.stdout + result.stderr
+    )
+    assert "/auth/config" in result.stdout
+    check = run_manage(
+        server_env(DJANGO_SETTINGS_MODULE="tests.plain_drf_settings"),
+        "check",
+        "--deploy",
+    )
+    assert "drf_spectacular" not in check.stdout + check.stderr
+
+
+def test_schema_answers_plain_json_too(api):
+    response = api.get("/auth/schema", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/json")
+    assert json.loads(response.content)["openapi"].startswith("3.")
