@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings as django_settings
 from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
-from chatauth.conf import IMPORT_STRINGS, RENAMED, settings
+from chatauth.conf import IMPORT_STRINGS, RENAMED, TIMEDELTAS, settings
 
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 MIN_SECRET_BYTES = 32
@@ -20,17 +21,17 @@ def check_secret(app_configs: Any = None, **kwargs: Any) -> list:
     settings.reload()
     errors: list = []
     secret = settings.SECRET
-    if not secret:
-        if not django_settings.DEBUG:
-            errors.append(
-                Error(
-                    "chatauth has no signing secret.",
-                    hint="Set CHATAUTH['SECRET'] or the CHATAUTH_SECRET (or "
-                    "CHAINLIT_AUTH_SECRET) environment variable to a random "
-                    "string of at least 32 bytes (e.g. `chainlit create-secret`).",
-                    id="chatauth.E001",
-                )
+    if not secret:  # in DEBUG too: the first login would be a 500
+        errors.append(
+            Error(
+                "chatauth has no signing secret.",
+                hint="Set CHATAUTH['SECRET'] or the CHATAUTH_SECRET (or "
+                "CHAINLIT_AUTH_SECRET) environment variable to a random "
+                'string of at least 32 bytes: python -c "import secrets; '
+                'print(secrets.token_urlsafe(48))" (or `chainlit create-secret`).',
+                id="chatauth.E001",
             )
+        )
     elif len(str(secret).encode()) < MIN_SECRET_BYTES:
         errors.append(
             Warning(
@@ -71,6 +72,35 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
             getattr(settings, name)
         except ImproperlyConfigured as e:
             errors.append(Error(str(e), id="chatauth.E003"))
+    for name in TIMEDELTAS:
+        value = getattr(settings, name)
+        if not isinstance(value, timedelta) or value < timedelta(0):
+            errors.append(
+                Error(
+                    f"CHATAUTH[{name!r}] = {value!r} is not a duration.",
+                    hint="Give a datetime.timedelta (timedelta(minutes=15)) or a "
+                    "number of seconds (900).",
+                    id="chatauth.E011",
+                )
+            )
+    apps = list(getattr(django_settings, "INSTALLED_APPS", []))
+    if "chatauth" in apps:
+        before = [
+            app
+            for app in ("django.contrib.auth", "django.contrib.admin")
+            if app in apps and apps.index(app) > apps.index("chatauth")
+        ]
+        if before:
+            errors.append(
+                Error(
+                    f"'chatauth' comes before {' and '.join(map(repr, before))} in "
+                    "INSTALLED_APPS: chatauth's admin pages for users (log out "
+                    "everywhere, deactivate, chat sessions) are replaced by "
+                    "Django's own.",
+                    hint="List 'chatauth' after the django.contrib apps.",
+                    id="chatauth.E012",
+                )
+            )
     if settings.ALLOW_QUERY_STRING_TOKEN:
         errors.append(
             Warning(

@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,3 +173,22 @@ def start_server(
             time.sleep(0.1)
     server.stop()
     raise RuntimeError(f"server did not start in {timeout}s:\n{server.output()}")
+
+
+PG_ADMIN = "postgresql://root@127.0.0.1:5432/postgres"
+
+
+@contextmanager
+def fresh_postgres(prefix: str) -> Iterator[tuple[str, str]]:
+    """A new, empty PostgreSQL database for one suite's servers: its name and
+    its ``DATABASE_URL``; dropped afterwards (its connections closed)."""
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name, f"postgres://root@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

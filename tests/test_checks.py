@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from datetime import timedelta
 
 import pytest
 from django.test import override_settings
@@ -27,7 +28,9 @@ def test_secret_missing_outside_debug_is_an_error(monkeypatch):
         [error] = checks.check_secret()
         assert error.id == "chatauth.E001" and error.is_serious()
     with override_settings(DEBUG=True, CHATAUTH={"SECRET": None}):
-        assert checks.check_secret() == []
+        # In DEBUG too: without it the first login would be a 500.
+        [error] = checks.check_secret()
+        assert error.id == "chatauth.E001" and "secrets.token_urlsafe" in error.hint
 
 
 def test_chainlit_secret_is_enough(monkeypatch):
@@ -338,3 +341,27 @@ def test_manage_py_prints_no_third_party_warnings():
     result = run_manage(server_env(DJANGO_DEBUG="1"), "check")
     assert result.returncode == 0, result.stderr
     assert "Warning" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("value", ["15m", "900", None, -5, timedelta(seconds=-1)])
+def test_a_duration_that_is_not_one(value):
+    with override_settings(
+        CHATAUTH={"SECRET": LONG_SECRET, "ACCESS_TOKEN_LIFETIME": value}
+    ):
+        assert "chatauth.E011" in ids(checks.check_settings())
+
+
+@pytest.mark.parametrize("value", [900, 900.5, timedelta(minutes=15)])
+def test_durations_as_seconds_or_timedelta(value):
+    with override_settings(
+        CHATAUTH={"SECRET": LONG_SECRET, "ACCESS_TOKEN_LIFETIME": value}
+    ):
+        assert "chatauth.E011" not in ids(checks.check_settings())
+
+
+def test_chatauth_listed_before_the_django_apps(settings):
+    apps = [a for a in settings.INSTALLED_APPS if a != "chatauth"]
+    assert "chatauth.E012" not in ids(checks.check_settings())
+    with override_settings(INSTALLED_APPS=["chatauth", *apps]):
+        [error] = [m for m in checks.check_settings() if m.id == "chatauth.E012"]
+    assert "django.contrib.auth" in error.msg and "django.contrib.admin" in error.msg

@@ -16,6 +16,7 @@ redirect, HSTS and Secure cookies on).  The test plays two parties:
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shlex
@@ -31,11 +32,18 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tests.conftest import require_service
-from tests.servers import ROOT, free_port, manage, migrate, run_manage
+from tests.servers import (
+    PG_ADMIN,
+    ROOT,
+    free_port,
+    fresh_postgres,
+    manage,
+    migrate,
+    run_manage,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
-PG_ADMIN = "postgresql://root@127.0.0.1:5432/postgres"
 PROXY = "127.0.0.2"
 HTTPS = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"}
 DEMO_USER, DEMO_PASSWORD = "demo", "demo-password-123"
@@ -72,21 +80,21 @@ def deployed_args(port: int) -> list[str]:
 def deployment(tmp_path_factory):
     require_service("PostgreSQL", "127.0.0.1", 5432)
     require_service("Redis", "127.0.0.1", 6379)
-    import psycopg
+    with fresh_postgres("chatauth_deploy") as (name, database_url):
+        yield from _deployed(name, database_url, tmp_path_factory.mktemp("deploy"))
 
-    name = f"chatauth_deploy_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+
+def _deployed(name: str, database_url: str, tmp: Path):
     env = {
         k: v
-        for k, v in __import__("os").environ.items()
+        for k, v in os.environ.items()
         if not k.startswith(
             ("DJANGO_", "CHATAUTH_", "DATABASE_URL", "REDIS_", "OAUTH_")
         )
     }
     env.update(
         DJANGO_SETTINGS_MODULE="project.settings",
-        DATABASE_URL=f"postgres://root@127.0.0.1:5432/{name}",
+        DATABASE_URL=database_url,
         REDIS_URL="redis://127.0.0.1:6379/0",
         REDIS_PREFIX=f"chatauth-deploy-{uuid.uuid4().hex[:12]}",
         CHATAUTH_SECRET=secrets.token_urlsafe(48),
@@ -94,7 +102,6 @@ def deployment(tmp_path_factory):
         DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
         PYTHONPATH=str(ROOT),
     )
-    tmp: Path = tmp_path_factory.mktemp("deploy")
     log = tmp / "server.log"
     process = None
     try:
@@ -131,8 +138,6 @@ def deployment(tmp_path_factory):
         if process is not None:
             process.terminate()
             process.wait(15)
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     assert "Traceback" not in log.read_text(), log.read_text()
 
 

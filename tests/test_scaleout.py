@@ -18,11 +18,16 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import PASSWORD, require_service
-from tests.servers import create_users, migrate, server_env, start_server
+from tests.servers import (
+    create_users,
+    fresh_postgres,
+    migrate,
+    server_env,
+    start_server,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
-PG_ADMIN = "postgresql://root@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -31,31 +36,25 @@ def two_servers(tmp_path_factory):
     """Processes A and B on one fresh PostgreSQL database and one Redis prefix."""
     require_service("PostgreSQL", "127.0.0.1", 5432)
     require_service("Redis", "127.0.0.1", 6379)
-    import psycopg
-
-    name = f"chatauth_scaleout_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
     servers = []
-    try:
-        env = server_env(
-            DATABASE_URL=f"postgres://root@127.0.0.1:5432/{name}",
-            REDIS_URL=REDIS_URL,
-            # This run's own channel-layer and cache keys: other runs (and other
-            # suites) may share this Redis.
-            REDIS_PREFIX=f"chatauth-test-{uuid.uuid4().hex[:12]}",
-        )
-        migrate(env)
-        create_users(env, ("alice", PASSWORD))
-        tmp = tmp_path_factory.mktemp("scaleout")
-        servers.append(start_server(env, tmp))
-        servers.append(start_server(env, tmp))
-        yield servers
-    finally:
-        for server in servers:
-            server.stop()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_postgres("chatauth_scaleout") as (_, database_url):
+        try:
+            env = server_env(
+                DATABASE_URL=database_url,
+                REDIS_URL=REDIS_URL,
+                # This run's own channel-layer and cache keys: other runs (and
+                # other suites) may share this Redis.
+                REDIS_PREFIX=f"chatauth-test-{uuid.uuid4().hex[:12]}",
+            )
+            migrate(env)
+            create_users(env, ("alice", PASSWORD))
+            tmp = tmp_path_factory.mktemp("scaleout")
+            servers.append(start_server(env, tmp))
+            servers.append(start_server(env, tmp))
+            yield servers
+        finally:
+            for server in servers:
+                server.stop()
         for server in servers:
             assert "Traceback" not in server.output(), server.output()
 
