@@ -13,7 +13,12 @@ OWN_SERVER_TESTS := tests/test_widget_browser.py tests/test_chainlit_compat.py \
 	tests/security/test_secrets_leak.py tests/security/test_faults.py \
 	tests/security/test_static.py tests/test_deploy_audit.py
 
-.PHONY: demo test lint format bench install clean
+# Django 6 needs Python 3.12+: the first such interpreter found (pyenv's too).
+VENV6 ?= .venv-django6
+PYTHON6 ?= $(shell for p in python3.13 python3.12 $(wildcard $(HOME)/.pyenv/versions/3.1[23]*/bin/python3.1[23]); do \
+	$$p -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null && { echo $$p; break; }; done)
+
+.PHONY: demo test test-django6 lint format bench install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +47,22 @@ test: install
 		echo "== the suite again on PostgreSQL =="; \
 		DATABASE_URL=$(PG_URL) $(BIN)/python -m pytest $(addprefix --ignore=,$(OWN_SERVER_TESTS)); \
 	else echo "PostgreSQL not reachable: skipped the PostgreSQL run"; fi
+	$(MAKE) --no-print-directory test-django6
+
+$(VENV6)/.installed: pyproject.toml
+	$(PYTHON6) -m venv $(VENV6)
+	$(VENV6)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV6)/bin/python -m pip install --quiet -e ".[production,test]" "Django>=6.1,<7"
+	touch $@
+
+## test-django6: the suite (SQLite; not the suites that start their own servers) on Django 6.x
+test-django6:
+	@if [ -z "$(PYTHON6)" ]; then \
+		if [ "$$CHATAUTH_REQUIRE_SERVICES" = "1" ]; then echo "no Python 3.12+ for Django 6"; exit 1; fi; \
+		echo "no Python 3.12+: skipped the Django 6 run"; exit 0; fi; \
+	$(MAKE) --no-print-directory $(VENV6)/.installed && \
+	echo "== the suite again on Django $$($(VENV6)/bin/python -m django --version) ($$($(VENV6)/bin/python --version)) ==" && \
+	$(VENV6)/bin/python -m pytest $(addprefix --ignore=,$(OWN_SERVER_TESTS))
 
 lint: install
 	$(BIN)/ruff check .
@@ -56,4 +77,4 @@ bench: install
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) db.sqlite3 .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV6) db.sqlite3 .pytest_cache .ruff_cache

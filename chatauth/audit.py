@@ -227,7 +227,11 @@ def typed_identifier(username: str) -> str:
         exists = False
     if exists:
         return username
-    digest = salted_hmac("chatauth.audit.typed_identifier", username).hexdigest()
+    # SHA-1 named explicitly: the same typed name keeps the same digest in the
+    # log across Django upgrades (Django 6.1 warns its default will change).
+    digest = salted_hmac(
+        "chatauth.audit.typed_identifier", username, algorithm="sha1"
+    ).hexdigest()
     return f"~{digest[:24]}"
 
 

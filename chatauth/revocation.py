@@ -96,7 +96,12 @@ def password_version(encoded: str | None) -> str:
     is for Django's sessions."""
     from django.utils.crypto import salted_hmac
 
-    digest = salted_hmac("chatauth.password_version", encoded or "").hexdigest()
+    # HMAC-SHA1 named explicitly (Django 6.1 warns that its default will
+    # change): every token in circulation carries this value, and a new
+    # algorithm would end them all at an upgrade.  HMAC-SHA1 is a sound MAC.
+    digest = salted_hmac(
+        "chatauth.password_version", encoded or "", algorithm="sha1"
+    ).hexdigest()
     return digest[:16]
 
 

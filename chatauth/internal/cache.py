@@ -112,6 +112,10 @@ _ASYNC_SAFE_OPTIONS = frozenset(
         "ssl_certfile",
         "ssl_keyfile",
         "parser_class",  # the sync parser: not passed on, redis.asyncio picks its own
+        # How the client names itself to the server (Django 6.1 sets one).
+        "driver_info",
+        "lib_name",
+        "lib_version",
     }
 )
 _async_lock = threading.Lock()
