@@ -74,21 +74,34 @@ def _reusable(raw: Any, request: HttpRequest, user: AbstractBaseUser) -> bool:
 
 
 def mint(
-    request: HttpRequest, user: AbstractBaseUser, *, api_key: APIKey | None = None
+    request: HttpRequest,
+    user: AbstractBaseUser,
+    *,
+    api_key: APIKey | None = None,
+    family: str | None = None,
 ) -> CopilotToken:
     """Mint (and audit) a copilot token for ``user``: with ``api_key``, tied to
-    that key; else for the request's session, tied to it and made its current
-    token."""
-    session = None if api_key is not None else getattr(request, "session", None)
+    that key; with ``family``, tied to that login (an access token's); else for
+    the request's session, tied to it and made its current token."""
+    by_session = api_key is None and family is None
+    session = getattr(request, "session", None) if by_session else None
     if session is not None and not session.session_key:
         session.save()  # a key to tie the token to
-    token = issue_copilot_token(user, web_session=session, api_key=api_key)
+    token = issue_copilot_token(
+        user, web_session=session, api_key=api_key, family=family
+    )
     signals.token_issued.send(
         sender=mint,
         user=user,
         token_type=TokenType.COPILOT,
         jti=token["jti"],
-        method=Method.SESSION if api_key is None else Method.API_KEY,
+        method=(
+            Method.API_KEY
+            if api_key is not None
+            else Method.TOKEN
+            if family is not None
+            else Method.SESSION
+        ),
         request=request,
     )
     if session is not None:

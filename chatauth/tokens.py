@@ -239,12 +239,14 @@ def issue_copilot_token(
     *,
     web_session: Any = None,
     api_key: APIKey | None = None,
+    family: str | None = None,
 ) -> CopilotToken:
     """Mint a copilot access token for ``user`` (default ``COPILOT_TOKEN_LIFETIME``).
 
     ``web_session``: the Django session it is minted for; it ends with that
     session (sign-out, deletion) and never outlives its expiry.  ``api_key``:
-    the key minting it; revoking the key ends it.
+    the key minting it; revoking the key ends it.  ``family``: the login (of an
+    access token) it is minted for; logging out of that login ends it.
     """
     from chatauth.adapter import get_adapter
 
@@ -259,6 +261,8 @@ def issue_copilot_token(
             token["exp"] = ends
     if api_key is not None:
         token[API_KEY_CLAIM] = api_key_id(api_key.pk)
+    if family is not None:
+        token[FAMILY_CLAIM] = family
     return token
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiJsonRenderer2
@@ -23,7 +24,7 @@ from chatauth import audit, copilot, flows, hooks, signals
 from chatauth.adapter import get_adapter
 from chatauth.authentication import APIKeyAuthentication, JWTAuthentication, TokenUser
 from chatauth.conf import settings
-from chatauth.constants import Method
+from chatauth.constants import Method, TokenType
 from chatauth.exceptions import (
     HookError,
     InvalidCredentials,
@@ -45,9 +46,7 @@ from chatauth.serializers import (
     TokenPairSerializer,
     UserSerializer,
 )
-from chatauth.tokens import (
-    TokenPair,
-)
+from chatauth.tokens import TokenPair, VerifiedToken
 
 logger = logging.getLogger("chatauth.views")
 ERRORS = {
@@ -250,10 +249,16 @@ class LogoutView(ChatAuthAPIView):
 
 
 class CopilotTokenView(ChatAuthAPIView):
-    """Mint a copilot token: for the session's user, or, with an API key, for any
-    ``{identifier, display_name?, metadata?}`` (created or updated)."""
+    """Mint a copilot token: for the session's user; for the user of a bearer
+    access token (tied to that login: logging out of it ends the copilot token
+    too); or, with an API key, for any ``{identifier, display_name?,
+    metadata?}`` (created or updated)."""
 
-    authentication_classes = [APIKeyAuthentication, SessionAuthentication]
+    authentication_classes = [
+        APIKeyAuthentication,
+        JWTAuthentication,
+        SessionAuthentication,
+    ]
 
     @documented(
         request=CopilotRequestSerializer,
@@ -263,10 +268,18 @@ class CopilotTokenView(ChatAuthAPIView):
     def post(self, request: Request) -> Response:
         adapter = get_adapter()
         api_key = request.auth if isinstance(request.auth, APIKey) else None
+        bearer = request.auth if isinstance(request.auth, VerifiedToken) else None
         if api_key is not None:
             body = self.body(request)
             data = validated(CopilotRequestSerializer, body)
             existing = self._in_scope(api_key, data["identifier"], adapter, request)
+        elif bearer is not None:
+            if bearer.token_type != TokenType.ACCESS or bearer.family is None:
+                # A copilot token minting the next one would never expire.
+                raise exceptions.PermissionDenied(
+                    "A copilot token is minted with an access token, a signed-in "
+                    "session or an API key."
+                )
         elif not (
             request.user
             and request.user.is_authenticated
@@ -274,7 +287,11 @@ class CopilotTokenView(ChatAuthAPIView):
         ):
             raise exceptions.NotAuthenticated()
         with transaction.atomic():  # user, profile, token, audit: one commit
-            if api_key is None:
+            if bearer is not None:
+                user = get_user_model().objects.filter(pk=bearer.user_pk).first()
+                if user is None:
+                    raise exceptions.NotAuthenticated()
+            elif api_key is None:
                 user = request.user
             elif existing is None:  # the key's new user, in the key's group
                 user = self._create(api_key, data, adapter)
@@ -287,7 +304,12 @@ class CopilotTokenView(ChatAuthAPIView):
             if not adapter.can_authenticate(user):
                 raise InvalidCredentials("User is inactive.", code="user_inactive")
             # Tied to what minted it: the session (ends with it) or the API key.
-            token = copilot.mint(request._request, user, api_key=api_key)
+            token = copilot.mint(
+                request._request,
+                user,
+                api_key=api_key,
+                family=None if bearer is None else bearer.family,
+            )
             claims = adapter.user_claims(user)
         return Response(
             {

@@ -13,9 +13,10 @@ Deployments
     worker B or by another process.
 
 Credential kinds: an access token and its refresh token (``auth/login``), a
-copilot token minted for a Django session (the widget's), a copilot token
-minted with an API key, a Chainlit-format token (PyJWT, no ``iat``/``jti``),
-and the Django session cookie itself.
+copilot token minted for a Django session (the widget's), one minted with that
+access token (tied to its login), a copilot token minted with an API key, a
+Chainlit-format token (PyJWT, no ``iat``/``jti``), and the Django session
+cookie itself.
 
 Surfaces: an HTTP request (``auth/me``; for the session cookie, minting a
 copilot token with it), a socket opened before the event, a socket opened
@@ -61,6 +62,7 @@ KINDS = (
     "access",
     "refresh",
     "copilot_session",
+    "copilot_access",
     "copilot_api_key",
     "chainlit",
     "web_session",
@@ -256,6 +258,11 @@ def mint(deployment: Deployment, index: int, server: Server) -> Holder:
             json={"identifier": username},
             headers={"Authorization": f"Api-Key {user['key']}"},
         ).json()
+        by_access = http.post(
+            "/auth/copilot/token",
+            json={},
+            headers={"Authorization": f"Bearer {pair['access_token']}"},
+        ).json()
     browser = Browser(server.url)
     browser.login("/accounts/login/", username, PASSWORD)
     minted = browser.api("POST", "/auth/copilot/token", json={})
@@ -273,6 +280,7 @@ def mint(deployment: Deployment, index: int, server: Server) -> Holder:
         "access": pair["access_token"],
         "refresh": pair["refresh_token"],
         "copilot_session": minted.json()["access_token"],
+        "copilot_access": by_access["access_token"],
         "copilot_api_key": by_key["access_token"],
         "chainlit": chainlit,
     }

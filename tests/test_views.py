@@ -553,11 +553,54 @@ def test_copilot_token_for_an_inactive_user_refused(api, api_key, make_user):
     assert_detail(copilot(api, raw, {"identifier": "dana"}), 401)
 
 
-def test_copilot_token_bearer_is_not_enough(api, pair):
+@THREADED
+def test_copilot_token_from_an_access_token_ends_with_that_login(api, pair, login):
+    """A user logged in through auth/login (no Django session) gets the widget's
+    token with their access token; logging out of that login ends it."""
+    other = login().json()  # a second login of the same user
     response = api.post(
         "/auth/copilot/token", {}, format="json", **bearer(pair["access_token"])
     )
-    assert_detail(response, 401)
+    assert response.status_code == 200, response.content
+    copilot = response.json()["access_token"]
+    assert response.json()["user"]["identifier"] == "alice"
+    claims = tokens.decode(copilot)
+    assert claims["token_type"] == "copilot"
+    assert claims["fam"] == tokens.decode(pair["access_token"])["fam"]
+    assert api.get("/auth/me", **bearer(copilot)).status_code == 200
+    event = AuditEvent.objects.filter(event="token_issued").latest("created_at")
+    assert event.method == "token"
+    assert (
+        api.post(
+            "/auth/logout",
+            {"refresh": pair["refresh_token"]},
+            format="json",
+            **bearer(pair["access_token"]),
+        ).status_code
+        == 200
+    )
+    assert_detail(api.get("/auth/me", **bearer(copilot)), 401)
+    # The other login, and a copilot token minted from it, are untouched.
+    again = api.post(
+        "/auth/copilot/token", {}, format="json", **bearer(other["access_token"])
+    )
+    assert (
+        api.get("/auth/me", **bearer(again.json()["access_token"])).status_code == 200
+    )
+
+
+def test_copilot_token_cannot_mint_the_next_one(api, pair, user):
+    """Else a copilot token would never expire: each one minting the next."""
+    copilot = api.post(
+        "/auth/copilot/token", {}, format="json", **bearer(pair["access_token"])
+    ).json()["access_token"]
+    for token in (copilot, chainlit_token("alice")):
+        response = api.post("/auth/copilot/token", {}, format="json", **bearer(token))
+        assert_detail(response, 403)
+    refresh = api.post(
+        "/auth/copilot/token", {}, format="json", **bearer(pair["refresh_token"])
+    )
+    assert_detail(refresh, 401)
 
 
 # --- Sessions -------------------------------------------------------------------------
