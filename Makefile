@@ -25,13 +25,20 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
+	@echo "installing chatauth with its production and test dependencies (a few minutes)..."
 	$(BIN)/python -m pip install --quiet -e ".[production,test]"
+	touch $@ $(VENV)/.installed-demo
+
+# The demo alone needs far less than the test toolchain.
+$(VENV)/.installed-demo: $(BIN)/python pyproject.toml
+	@echo "installing chatauth and what the demo needs..."
+	$(BIN)/python -m pip install --quiet -e ".[demo]"
 	touch $@
 
 install: $(VENV)/.installed
 
 ## demo: set up and run the demo on http://$(HOST):$(PORT)/ (SQLite, in-memory layer)
-demo: install
+demo: $(VENV)/.installed-demo
 	DJANGO_DEBUG=1 $(BIN)/python manage.py migrate --noinput -v0
 	DJANGO_DEBUG=1 $(BIN)/python manage.py demo_user --host $(HOST) --port $(PORT)
 	DJANGO_DEBUG=1 $(BIN)/python manage.py runserver $(HOST):$(PORT)
