@@ -35,12 +35,8 @@ class RedactQueryStrings(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        if isinstance(args, tuple) and any(
-            isinstance(a, str) and a.startswith("/") and "?" in a for a in args
-        ):
+        if isinstance(args, tuple):
             record.args = tuple(redact(a) for a in args)
-        elif isinstance(record.msg, str) and record.msg.startswith("/"):
-            record.msg = redact(record.msg)  # type: ignore[assignment]
         return True
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -483,6 +484,16 @@ def _deploy_origins() -> list:
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
+def _redis_layer_hosts() -> Iterator[tuple[str, Any]]:
+    """``(alias, host)`` for each host of each Redis channel layer."""
+    layers = getattr(django_settings, "CHANNEL_LAYERS", {}) or {}
+    for alias, layer in layers.items():
+        if str(layer.get("BACKEND", "")).endswith("core.RedisChannelLayer"):
+            config = layer.get("CONFIG") or {}
+            for host in config.get("hosts") or ["redis://localhost"]:
+                yield alias, host
+
+
 #: How long channels_redis's RedisChannelLayer blocks on Redis for a message.
 LAYER_BLOCK_SECONDS = 5
 
@@ -493,24 +504,19 @@ def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list:
     read: under load the layer fails now and then, and every chat socket on the
     worker closes with 1011 (redis-py 8 defaults the timeout to 5 s)."""
     errors: list = []
-    layers = getattr(django_settings, "CHANNEL_LAYERS", {}) or {}
-    for alias, layer in layers.items():
-        if not str(layer.get("BACKEND", "")).endswith("core.RedisChannelLayer"):
-            continue
-        hosts = (layer.get("CONFIG") or {}).get("hosts") or ["redis://localhost"]
-        for host in hosts:
-            timeout = _socket_timeout(host)
-            if timeout is not None and timeout <= LAYER_BLOCK_SECONDS:
-                errors.append(
-                    Warning(
-                        f"CHANNEL_LAYERS[{alias!r}] reads Redis with a "
-                        f"{timeout:g} s socket timeout, no longer than the "
-                        f"{LAYER_BLOCK_SECONDS} s the layer blocks for a message.",
-                        hint='Give the host a longer one, e.g. {"address": '
-                        '"redis://...", "socket_timeout": 30}.',
-                        id="chatauth.W008",
-                    )
+    for alias, host in _redis_layer_hosts():
+        timeout = _socket_timeout(host)
+        if timeout is not None and timeout <= LAYER_BLOCK_SECONDS:
+            errors.append(
+                Warning(
+                    f"CHANNEL_LAYERS[{alias!r}] reads Redis with a "
+                    f"{timeout:g} s socket timeout, no longer than the "
+                    f"{LAYER_BLOCK_SECONDS} s the layer blocks for a message.",
+                    hint='Give the host a longer one, e.g. {"address": '
+                    '"redis://...", "socket_timeout": 30}.',
+                    id="chatauth.W008",
                 )
+            )
     return errors
 
 
@@ -525,24 +531,19 @@ def check_channel_layer_pool(app_configs: Any = None, **kwargs: Any) -> list:
     a pool at 100 connections unless told otherwise, and past that a burst of
     chat sockets is refused (1011) and closing ones cannot leave their groups."""
     errors: list = []
-    layers = getattr(django_settings, "CHANNEL_LAYERS", {}) or {}
-    for alias, layer in layers.items():
-        if not str(layer.get("BACKEND", "")).endswith("core.RedisChannelLayer"):
-            continue
-        hosts = (layer.get("CONFIG") or {}).get("hosts") or ["redis://localhost"]
-        for host in hosts:
-            size = _pool_size(host)
-            if size is not None and size < MIN_LAYER_CONNECTIONS:
-                errors.append(
-                    Warning(
-                        f"CHANNEL_LAYERS[{alias!r}] may open only {size} Redis "
-                        "connections per worker: a burst of chat sockets past "
-                        "that is refused.",
-                        hint='Give the host more, e.g. {"address": "redis://...", '
-                        '"max_connections": 1000}.',
-                        id="chatauth.W011",
-                    )
+    for alias, host in _redis_layer_hosts():
+        size = _pool_size(host)
+        if size is not None and size < MIN_LAYER_CONNECTIONS:
+            errors.append(
+                Warning(
+                    f"CHANNEL_LAYERS[{alias!r}] may open only {size} Redis "
+                    "connections per worker: a burst of chat sockets past "
+                    "that is refused.",
+                    hint='Give the host more, e.g. {"address": "redis://...", '
+                    '"max_connections": 1000}.',
+                    id="chatauth.W011",
                 )
+            )
     return errors
 
 

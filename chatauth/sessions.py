@@ -273,41 +273,40 @@ _writer_state = {"connected_at": 0.0, "used_at": 0.0}
 
 #: The writer keeps its connection this long after its last job.
 WRITER_IDLE_RELEASE = 2.0
-_idle_timer: list[threading.Timer] = []
 _idle_lock = threading.Lock()
+_idle_timer: threading.Timer | None = None
 
 
-def _release_when_idle() -> None:
+def _release_when_idle(delay: float | None = None) -> None:
     """Give the writer's connections back once it has been idle for
     ``WRITER_IDLE_RELEASE``: a timer thread, not a task, so that it happens
-    even if this event loop ends first."""
+    even if this event loop ends first.  One timer at a time."""
+    global _idle_timer
     with _idle_lock:
-        if _idle_timer and _idle_timer[0].is_alive():
+        if delay is None and _idle_timer is not None and _idle_timer.is_alive():
             return
-        timer = threading.Timer(WRITER_IDLE_RELEASE, _idle_release_due)
-        timer.daemon = True
-        _idle_timer[:] = [timer]
-        timer.start()
+        _idle_timer = threading.Timer(
+            WRITER_IDLE_RELEASE if delay is None else delay, _idle_release_due
+        )
+        _idle_timer.daemon = True
+        _idle_timer.start()
 
 
 def _idle_release_due() -> None:
-    _writer.submit(_release_if_idle)
+    with contextlib.suppress(RuntimeError):  # the process is exiting
+        _writer.submit(_release_if_idle)
 
 
 def _release_if_idle() -> None:
+    """In the writer: release, unless it was used meanwhile (then look again
+    once it may have been idle long enough)."""
     if not _writer_state["connected_at"]:
         return  # released already
     idle = time.monotonic() - _writer_state["used_at"]
     if idle >= WRITER_IDLE_RELEASE:
         _release_connections(True)
-    else:  # used meanwhile: look again once it may be idle long enough
-        with _idle_lock:
-            timer = threading.Timer(
-                WRITER_IDLE_RELEASE - idle + 0.01, _idle_release_due
-            )
-            timer.daemon = True
-            _idle_timer[:] = [timer]
-            timer.start()
+    else:
+        _release_when_idle(WRITER_IDLE_RELEASE - idle + 0.01)
 
 
 def release_writer_connections() -> None:

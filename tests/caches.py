@@ -1,15 +1,35 @@
-"""A real local-memory cache that can hold a writer at a chosen point.
+"""Caches for tests: a real local-memory cache that can hold a writer at a
+chosen point, and a real Redis cache with no server behind it.
 
-Used to replay, deterministically, the interleavings of a revocation check and a
-concurrent revocation (tests/test_revocation.py); nothing is faked.
+The first replays, deterministically, the interleavings of a revocation check
+and a concurrent revocation (tests/test_revocation.py); nothing is faked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.core.cache.backends.locmem import LocMemCache
+from django.test import override_settings
+
+#: A Redis address where nothing listens (port 1).
+NOWHERE = "redis://127.0.0.1:1/0"
+
+
+@contextmanager
+def cache_down() -> Iterator[None]:
+    """chatauth's cache is a Redis cache that cannot be reached."""
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "down": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": NOWHERE,
+        },
+    }
+    with override_settings(CACHES=caches, CHATAUTH={"CACHE_ALIAS": "down"}):
+        yield
 
 
 class GatedLocMemCache(LocMemCache):

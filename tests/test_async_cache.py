@@ -19,12 +19,12 @@ from django.test import override_settings
 from chatauth import revocation, tokens
 from chatauth.exceptions import TokenError, TokenRevoked
 from chatauth.internal import cache as chatauth_cache
+from tests.caches import NOWHERE
 from tests.conftest import require_service
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 REDIS = "redis://127.0.0.1:6379/0"
-NOWHERE = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 
 
 def redis_caches(*locations: str) -> dict:

@@ -292,17 +292,10 @@ def test_the_mixin_skips_a_backend_that_cannot_take_the_credentials(user):
 
 
 def test_a_form_login_is_a_503_not_a_500_when_the_cache_is_down(make_user):
-    from django.test import override_settings
+    from tests.caches import cache_down
 
     make_user("alice", is_staff=True)
-    broken = {
-        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "down": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1
-        },
-    }
-    with override_settings(CACHES=broken, CHATAUTH={"CACHE_ALIAS": "down"}):
+    with cache_down():
         response = form_login(Client(), "/admin/login/", PASSWORD)
     assert response.status_code == 503
     assert "_auth_user_id" not in response.wsgi_request.session

@@ -17,6 +17,7 @@ from chatauth import revocation, signals, tokens
 from chatauth.constants import token_group, user_group
 from chatauth.exceptions import TokenError, TokenRevoked
 from chatauth.models import Profile, RevokedToken
+from tests.caches import cache_down
 
 pytestmark = pytest.mark.django_db
 
@@ -142,14 +143,7 @@ def test_concurrent_check_cannot_undo_a_deletion(user):
 def test_cache_outage_fails_closed(user):
     raw = str(tokens.issue_pair(user).access)
     revocation.revoke_token(tokens.verify_token(raw))
-    broken = {
-        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "down": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1
-        },
-    }
-    with override_settings(CACHES=broken, CHATAUTH={"CACHE_ALIAS": "down"}):
+    with cache_down():
         with pytest.raises(TokenRevoked):
             tokens.verify_token(raw)
         fresh = str(tokens.issue_pair(user).access)

@@ -123,19 +123,26 @@ def test_concurrent_attempts_cannot_exceed_the_limit():
     assert len(checked) == 10  # no more guesses than the limit were verified
 
 
-def test_reservation_is_atomic_across_threads():
+def reserve_at_once(identifier: str, count: int = 16) -> list[bool]:
+    """``count`` threads reserve an attempt for ``identifier`` at the same
+    moment; whether each was allowed."""
     results = []
-    barrier = threading.Barrier(16)
+    barrier = threading.Barrier(count)
 
     def reserve():
         barrier.wait(10)
-        results.append(throttling.reserve("carol", None).allowed)
+        results.append(throttling.reserve(identifier, None).allowed)
 
-    threads = [threading.Thread(target=reserve) for _ in range(16)]
+    threads = [threading.Thread(target=reserve) for _ in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(10)
+    return results
+
+
+def test_reservation_is_atomic_across_threads():
+    results = reserve_at_once("carol")
     assert results.count(True) == 10 and results.count(False) == 6
 
 
@@ -150,18 +157,7 @@ def test_reservation_is_exact_on_the_demos_file_cache(tmp_path):
         },
     }
     with override_settings(CACHES=caches, CHATAUTH={"CACHE_ALIAS": "files"}):
-        results = []
-        barrier = threading.Barrier(16)
-
-        def reserve():
-            barrier.wait(10)
-            results.append(throttling.reserve("dave", None).allowed)
-
-        threads = [threading.Thread(target=reserve) for _ in range(16)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(10)
+        results = reserve_at_once("dave")
     assert results.count(True) == 10 and results.count(False) == 6
 
 
