@@ -90,18 +90,18 @@ def mint(
     token = issue_copilot_token(
         user, web_session=session, api_key=api_key, family=family
     )
+    if api_key is not None:
+        method = Method.API_KEY
+    elif family is not None:
+        method = Method.TOKEN
+    else:
+        method = Method.SESSION
     signals.token_issued.send(
         sender=mint,
         user=user,
         token_type=TokenType.COPILOT,
         jti=token["jti"],
-        method=(
-            Method.API_KEY
-            if api_key is not None
-            else Method.TOKEN
-            if family is not None
-            else Method.SESSION
-        ),
+        method=method,
         request=request,
     )
     if session is not None:

@@ -262,7 +262,7 @@ class CopilotTokenView(ChatAuthAPIView):
 
     @documented(
         request=CopilotRequestSerializer,
-        responses={200: CopilotTokenSerializer, **ERRORS},
+        responses={200: CopilotTokenSerializer, 403: DetailSerializer, **ERRORS},
         summary="Mint a copilot access token",
     )
     def post(self, request: Request) -> Response:
