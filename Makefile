@@ -12,6 +12,9 @@ OWN_SERVER_TESTS := tests/test_widget_browser.py tests/test_chainlit_compat.py \
 	tests/security/test_schemathesis.py tests/security/test_bruteforce.py \
 	tests/security/test_secrets_leak.py tests/security/test_faults.py \
 	tests/security/test_static.py tests/test_deploy_audit.py
+# A fresh startproject per Django version: the PostgreSQL pass would repeat it
+# (the Django 6 pass does not).
+QUICKSTART_TESTS := tests/test_quickstart.py
 
 # Django 6 needs Python 3.12+: the first such interpreter found (pyenv's too).
 VENV6 ?= .venv-django6
@@ -52,7 +55,7 @@ test: install
 	$(BIN)/python -m pytest
 	@if [ "$$CHATAUTH_REQUIRE_SERVICES" = "1" ] || pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then \
 		echo "== the suite again on PostgreSQL =="; \
-		DATABASE_URL=$(PG_URL) $(BIN)/python -m pytest $(addprefix --ignore=,$(OWN_SERVER_TESTS)); \
+		DATABASE_URL=$(PG_URL) $(BIN)/python -m pytest $(addprefix --ignore=,$(OWN_SERVER_TESTS) $(QUICKSTART_TESTS)); \
 	else echo "PostgreSQL not reachable: skipped the PostgreSQL run"; fi
 	$(MAKE) --no-print-directory test-django6
 

@@ -15,3 +15,17 @@ class ChatAuthConfig(AppConfig):
         lifecycle.connect()
         accesslog.install()
         load_hooks()
+        default_channel_layer()
+
+
+def default_channel_layer() -> None:
+    """In DEBUG, with no ``CHANNEL_LAYERS`` at all, Channels' in-memory layer,
+    so a development server's chat sockets work (and are revoked) without
+    Redis.  Outside DEBUG there is no default: check ``chatauth.E013`` says
+    what to set."""
+    from django.conf import settings
+
+    if settings.DEBUG and not getattr(settings, "CHANNEL_LAYERS", None):
+        settings.CHANNEL_LAYERS = {
+            "default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+        }

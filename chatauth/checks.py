@@ -494,6 +494,81 @@ def _redis_layer_hosts() -> Iterator[tuple[str, Any]]:
                 yield alias, host
 
 
+@register(Tags.compatibility)
+def check_asgi(app_configs: Any = None, **kwargs: Any) -> list:
+    """What a chat socket needs besides the settings: a channel layer (DEBUG
+    has an in-memory one by default, see ``chatauth.apps``) and an ASGI
+    application that routes ``ws/chat/`` to chatauth."""
+    errors: list = []
+    layers = getattr(django_settings, "CHANNEL_LAYERS", None) or {}
+    if "default" not in layers:
+        errors.append(
+            Error(
+                "CHANNEL_LAYERS has no 'default' layer: chat sockets cannot open "
+                "(they close with 1011) and logouts cannot reach them.",
+                hint="Set CHANNEL_LAYERS to channels_redis's RedisChannelLayer "
+                '(or, on one process, {"default": {"BACKEND": '
+                '"channels.layers.InMemoryChannelLayer"}}).',
+                id="chatauth.E013",
+            )
+        )
+    path, application = _asgi_application()
+    if application is not None and not _routes_chat(application):
+        errors.append(
+            Warning(
+                f"The ASGI application {path} does not route chatauth's chat "
+                "socket: WebSocket handshakes to ws/chat/ fail.",
+                hint="In the project's asgi.py: 'from chatauth.asgi import "
+                "get_asgi_application' instead of Django's, or include "
+                "chatauth.routing.websocket_urlpatterns in its ProtocolTypeRouter.",
+                id="chatauth.W019",
+            )
+        )
+    return errors
+
+
+def _asgi_application() -> tuple[str, Any]:
+    """The project's ASGI application: ``ASGI_APPLICATION``, else
+    ``<the package of ROOT_URLCONF>.asgi.application`` (startproject's layout);
+    ``None`` when it cannot be imported (Django or the server says why)."""
+    from django.utils.module_loading import import_string
+
+    path = getattr(django_settings, "ASGI_APPLICATION", None)
+    if not path:
+        package = str(getattr(django_settings, "ROOT_URLCONF", "")).rpartition(".")[0]
+        if not package:
+            return "", None
+        path = f"{package}.asgi.application"
+    try:
+        return path, import_string(path)
+    except Exception:  # an import error is the server's to report, not a check's
+        return path, None
+
+
+def _routes_chat(application: Any, depth: int = 0) -> bool:
+    """Whether ``application`` leads to chatauth's ``ChatConsumer`` (or a
+    subclass) through Channels' routers and middleware."""
+    from chatauth.consumers import ChatConsumer
+
+    consumer = getattr(application, "consumer_class", None)
+    if isinstance(consumer, type) and issubclass(consumer, ChatConsumer):
+        return True
+    if depth > 20:
+        return False
+    inner: list = []
+    mapping = getattr(application, "application_mapping", None)
+    if isinstance(mapping, dict):
+        inner.append(mapping.get("websocket"))
+    inner.extend(getattr(application, "routes", None) or [])
+    for name in ("inner", "application", "app", "callback"):
+        inner.append(getattr(application, name, None))
+    return any(
+        _routes_chat(item, depth + 1)
+        for item in inner
+        if item is not None and item is not application
+    )
+
+
 #: How long channels_redis's RedisChannelLayer blocks on Redis for a message.
 LAYER_BLOCK_SECONDS = 5
 

@@ -16,6 +16,12 @@ class CloseCode(IntEnum):
     TOO_LARGE = 4413  # message over MAX_MESSAGE_BYTES
     RATE_LIMITED = 4429  # too many messages
     PROTOCOL_ERROR = 4400  # repeated malformed frames
+    # The server cannot go on (its channel layer, cache or database failed):
+    # reconnect.  RFC 6455's 1011, or 4503 from a server that cannot send 1011
+    # (daphne, hence ``runserver`` with daphne: autobahn sends only 1000 and
+    # 3000-4999).
+    SERVER_ERROR = 1011
+    UNAVAILABLE = 4503
 
 
 #: Error code (see :mod:`chatauth.exceptions`) -> close code.  A credential that

@@ -118,7 +118,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # this socket, so it must not stay open: close with 1011 (RFC 6455:
             # an unexpected condition; clients reconnect) and record the end.
             logger.warning("chat session lost its channel layer", exc_info=True)
-            await self._abort(1011)
+            await self._abort(CloseCode.SERVER_ERROR)
 
     async def _abort(self, code: int) -> None:
         self.groups = []  # the layer is gone: nothing to leave
@@ -176,7 +176,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             logger.warning("chat session refused: channel layer down", exc_info=True)
             self.groups = []
             await self.accept(auth.subprotocol)
-            await self.close(code=1011)
+            await self.close(code=CloseCode.SERVER_ERROR)
             return
         self.groups_joined_at = time.monotonic()
         await self.accept(auth.subprotocol)
@@ -206,7 +206,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         # Durable before announced: listable, deletable, every worker sees it.
         if not await registry().opened(self):
-            return await self._close(1011)  # not recorded: the client retries
+            return await self._close(
+                CloseCode.SERVER_ERROR
+            )  # not recorded: the client retries
         if self.closing:
             return  # ended while its row was written (a revocation meanwhile)
         await self._send_json(
@@ -246,7 +248,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self._close(self._ended_code(e))
         except Exception:
             logger.exception("could not check a chat session's credentials again")
-            await self._close(1011)  # RFC 6455: the server cannot go on
+            await self._close(
+                CloseCode.SERVER_ERROR
+            )  # RFC 6455: the server cannot go on
 
     def _ended_code(self, error: TokenError) -> int:
         """The close code of a credential that held at connect and no longer

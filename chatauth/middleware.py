@@ -219,6 +219,7 @@ class ChatAuthMiddleware:
         if scope["type"] != "websocket" or "chatauth" in scope:
             return await self.inner(scope, receive, send)  # not ours, or done
         scope = dict(scope)  # as channels.middleware.BaseMiddleware: never upstream
+        send = _closing_anyhow(send)
         address = address_bucket(scope_client(scope)[0])
         if _pending[address] >= settings.MAX_PENDING_SOCKETS_PER_ADDRESS:
             # Sockets of this address not authenticated yet: a flood of them
@@ -256,7 +257,7 @@ class ChatAuthMiddleware:
         except Exception:
             logger.exception("could not check a chat session's credentials")
             if await _accept(receive, send, None):
-                await send({"type": "websocket.close", "code": 1011})
+                await send({"type": "websocket.close", "code": CloseCode.SERVER_ERROR})
             return None
         _authenticated(scope, auth)
         if auth.subprotocol:
@@ -340,6 +341,26 @@ def _answering(send: Send, subprotocol: str) -> Send:
     return wrapped
 
 
+def _closing_anyhow(send: Send) -> Send:
+    """``send`` whose close codes every ASGI server can send: a plain ``int``
+    (daphne's autobahn refuses an ``IntEnum``), and 4503 instead of 1011 on a
+    server that refuses to send 1011 (daphne again).  Either refusal raises in
+    the server, and the client would wait for a close frame that never comes."""
+
+    async def wrapped(message: dict[str, Any]) -> None:
+        if message["type"] != "websocket.close" or message.get("code") is None:
+            return await send(message)
+        message = {**message, "code": int(message["code"])}
+        try:
+            await send(message)
+        except Exception:
+            if message["code"] != CloseCode.SERVER_ERROR:
+                raise
+            await send({**message, "code": int(CloseCode.UNAVAILABLE)})
+
+    return wrapped
+
+
 def _replaying_connect(receive: Receive) -> Receive:
     """``receive`` that first replays the ``websocket.connect`` already consumed."""
     replayed = False
@@ -410,7 +431,12 @@ class OriginValidator:
         if origin is None or self.origin_allowed(origin, scope):
             scope = {**scope, "chatauth.origin_checked": True}
             return await self.application(scope, receive, send)
-        logger.warning("refused a chat WebSocket from origin %.100r", origin)
+        logger.warning(
+            "refused a chat WebSocket from origin %.100r: neither in "
+            "CHATAUTH['ALLOWED_ORIGINS'] nor this server's own origin (its Host "
+            "allowed by ALLOWED_HOSTS)",
+            origin,
+        )
         message = await receive()
         if message["type"] == "websocket.connect":
             await send({"type": "websocket.close"})  # before accept: HTTP 403

@@ -1,4 +1,6 @@
-"""ASGI routes of chatauth: include them in the project's ``ProtocolTypeRouter``.
+"""ASGI routes of chatauth.  :func:`chatauth.asgi.get_asgi_application` builds a
+project's whole application with them; a project that builds its own includes
+them in its ``ProtocolTypeRouter``.
 
 Each WebSocket route carries its own
 :func:`~chatauth.middleware.ChatAuthMiddlewareStack`, so including the patterns

@@ -11,6 +11,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.urls import include, path
 from django.utils import timezone
 from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiJsonRenderer2
 from drf_spectacular.views import SpectacularAPIView
@@ -423,10 +424,23 @@ class SessionDetailView(ChatAuthAPIView):
 
 
 class SchemaView(SpectacularAPIView):
-    """The OpenAPI 3 schema of the project's API (chatauth's routes too), as JSON."""
+    """The OpenAPI 3 schema, as JSON: of the project's whole API when the
+    project describes its views with drf-spectacular (its
+    ``DEFAULT_SCHEMA_CLASS``), else of chatauth's routes alone (DRF's own
+    schema class cannot describe a view to drf-spectacular)."""
 
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
     schema = None  # not a route of the API it describes
     # The OpenAPI media type, and plain JSON for clients that ask for that.
     renderer_classes = [OpenApiJsonRenderer, OpenApiJsonRenderer2]
+
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        from drf_spectacular.openapi import AutoSchema
+        from rest_framework.settings import api_settings
+
+        if not issubclass(api_settings.DEFAULT_SCHEMA_CLASS, AutoSchema):
+            # Where chatauth's URLs are mounted: this route's, less its own part.
+            mounted = request.resolver_match.route.removesuffix("schema")
+            self.patterns = [path(mounted, include("chatauth.urls"))]
+        return super().get(request, *args, **kwargs)

@@ -6,3 +6,5 @@ from tests.settings import INSTALLED_APPS
 
 REST_FRAMEWORK: dict = {}
 INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "drf_spectacular"]
+# With an API view of the project's own (which DRF's schema class describes).
+ROOT_URLCONF = "tests.plain_drf_urls"

@@ -365,3 +365,55 @@ def test_chatauth_listed_before_the_django_apps(settings):
     with override_settings(INSTALLED_APPS=["chatauth", *apps]):
         [error] = [m for m in checks.check_settings() if m.id == "chatauth.E012"]
     assert "django.contrib.auth" in error.msg and "django.contrib.admin" in error.msg
+
+
+# --- What a chat socket needs: a channel layer and a route -------------------------
+
+
+def test_no_channel_layer_is_an_error():
+    with override_settings(CHANNEL_LAYERS={}):
+        assert "chatauth.E013" in ids(checks.check_asgi())
+    with override_settings(
+        CHANNEL_LAYERS={"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    ):
+        assert "chatauth.E013" not in ids(checks.check_asgi())
+
+
+def test_debug_without_a_channel_layer_gets_the_in_memory_one():
+    from chatauth.apps import default_channel_layer
+
+    with override_settings(DEBUG=True):
+        del settings_module().CHANNEL_LAYERS
+        default_channel_layer()
+        assert (
+            settings_module()
+            .CHANNEL_LAYERS["default"]["BACKEND"]
+            .endswith("InMemoryChannelLayer")
+        )
+        assert checks.check_asgi() == []
+    with override_settings(DEBUG=False, CHANNEL_LAYERS={}):
+        default_channel_layer()  # outside DEBUG: no default, E013 says so
+        assert settings_module().CHANNEL_LAYERS == {}
+
+
+def settings_module():
+    from django.conf import settings
+
+    return settings
+
+
+@pytest.mark.parametrize(
+    ("overrides", "routed"),
+    [
+        ({"ASGI_APPLICATION": "project.asgi.application"}, True),
+        ({"ASGI_APPLICATION": "tests.plain_asgi.application"}, False),
+        # No ASGI_APPLICATION: startproject's <project>/asgi.py.
+        ({"ASGI_APPLICATION": None, "ROOT_URLCONF": "project.urls"}, True),
+        # Not importable: the server reports that, not a check.
+        ({"ASGI_APPLICATION": "tests.no_such_module.application"}, True),
+    ],
+)
+def test_an_asgi_application_without_the_chat_route_warns(overrides, routed):
+    with override_settings(**overrides):
+        warned = "chatauth.W019" in ids(checks.check_asgi())
+    assert warned is not routed
