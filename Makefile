@@ -21,7 +21,7 @@ VENV6 ?= .venv-django6
 PYTHON6 ?= $(shell for p in python3.13 python3.12 $(wildcard $(HOME)/.pyenv/versions/3.1[23]*/bin/python3.1[23]); do \
 	$$p -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: demo test test-django6 lint format bench install clean
+.PHONY: demo test test-django6 lint format bench install clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,11 +46,12 @@ demo: $(VENV)/.installed-demo
 	DJANGO_DEBUG=1 $(BIN)/python manage.py demo_user --host $(HOST) --port $(PORT)
 	DJANGO_DEBUG=1 $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
-## test: lint and static checks, then the whole suite on SQLite and on PostgreSQL
+## test: lint and static checks, the docs, then the whole suite on SQLite and on PostgreSQL
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/bandit -q -c pyproject.toml -r chatauth
+	$(MAKE) --no-print-directory docs
 	$(BIN)/python -m tests.security.audit_dependencies
 	$(BIN)/python -m pytest
 	@if [ "$$CHATAUTH_REQUIRE_SERVICES" = "1" ] || pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then \
@@ -82,9 +83,21 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The docs need the package (its settings and schema render the reference
+# tables), the demo settings' one extra, and Sphinx: not the test toolchain.
+$(VENV)/.installed-docs: $(BIN)/python pyproject.toml
+	@echo "installing chatauth and what the docs need..."
+	$(BIN)/python -m pip install --quiet -e ".[demo,docs]"
+	touch $@
+
+## docs: the docs site (docs/*.md) in docs/_build/html/, warnings as errors
+docs: $(VENV)/.installed-docs
+	$(BIN)/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
+	@echo "docs: docs/_build/html/index.html"
+
 ## bench: every benchmark in bench/, each against its baseline
 bench: install
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(VENV6) db.sqlite3 .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV6) db.sqlite3 .pytest_cache .ruff_cache docs/_build

@@ -31,15 +31,29 @@ DEFAULTS: dict[str, Any] = {
     # Earlier secrets still accepted for verification (never for signing), so a
     # secret can be rotated without logging everybody out.  Empty by default.
     "PREVIOUS_SECRETS": [],
+    # The HMAC algorithm tokens are signed with: HS256 (Chainlit's), HS384 or
+    # HS512.  Tokens signed with any other algorithm are refused.
     "ALGORITHM": "HS256",
+    # Clock skew allowed when checking a token's expiry.
     "LEEWAY": timedelta(seconds=10),
+    # The ``iss`` claim put in every token, and required of every token; None:
+    # no ``iss`` claim.
     "ISSUER": None,
+    # The ``aud`` claim put in every token, and required of every token; None:
+    # no ``aud`` claim.
     "AUDIENCE": None,
-    # --- Lifetimes (DESIGN.md defaults) ----------------------------------------
+    # --- Lifetimes -------------------------------------------------------------
+    # How long an access token (``auth/login``, ``auth/header``, a refresh) lives.
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=15),
+    # How long a refresh token lives; each refresh rotates it.
     "REFRESH_TOKEN_LIFETIME": timedelta(days=7),
+    # How long a copilot token (``auth/copilot/token``, the template tags,
+    # ``chatauth_token``) lives; Chainlit's copilot example uses 15 days.
     "COPILOT_TOKEN_LIFETIME": timedelta(days=15),
     # --- Chainlit compatibility ---------------------------------------------------
+    # Accept tokens minted the way Chainlit documents (PyJWT, HS256, claims
+    # ``identifier``, ``metadata``, ``exp``, signed with the shared secret) as
+    # copilot access tokens.  They are revocable like chatauth's own.
     "ACCEPT_CHAINLIT_TOKENS": True,
     # The longest a token minted the Chainlit way (no ``iat``) may live: one whose
     # ``exp`` lies further ahead is refused, and its issue time is taken to be
@@ -52,13 +66,18 @@ DEFAULTS: dict[str, Any] = {
     # --- Hooks and extension points (import strings) ---------------------------
     "HOOKS": None,  # a module holding the @chatauth.* callbacks
     "AUTODISCOVER_HOOKS": True,  # import ``chat_hooks`` from installed apps
+    # The class that decides how a login is checked and a user stored: a
+    # subclass of ``chatauth.adapter.DefaultAdapter``.
     "ADAPTER": "chatauth.adapter.DefaultAdapter",
+    # The chat handler, ``handler(content, send)``, sync or async: each
+    # ``{"type": "message"}`` a client sends is handed to it.
     "ON_MESSAGE": "chatauth.handlers.echo",
     # --- Login throttling ------------------------------------------------------
     # Failed password checks allowed per username and per client address within
     # the window, on every door that calls ``authenticate()`` (through
     # ``chatauth.backends``) and on ``auth/login``.
     "LOGIN_FAILURE_LIMIT": 10,
+    # The window LOGIN_FAILURE_LIMIT counts failures in.
     "LOGIN_FAILURE_WINDOW": timedelta(minutes=5),
     # --- Audit log -------------------------------------------------------------
     # Rows older than this are deleted by ``chatauth_prune``; None keeps them all.
@@ -68,7 +87,11 @@ DEFAULTS: dict[str, Any] = {
     # most this often.
     "AUDIT_REFUSAL_INTERVAL": timedelta(seconds=60),
     # --- Cache / revocation ----------------------------------------------------
+    # The Django cache (an alias of ``CACHES``) that holds the denylist, each
+    # user's revocation state and the login throttle's counts.  Shared by every
+    # worker in production (Redis).
     "CACHE_ALIAS": "default",
+    # Prefix of every key chatauth writes to that cache.
     "CACHE_PREFIX": "chatauth",
     # How long a "this token is not revoked" answer may be served from the cache
     # before the database is asked again.  With a local-memory cache (which
@@ -79,26 +102,46 @@ DEFAULTS: dict[str, Any] = {
     # use): a token presented again skips PyJWT.  0 turns it off.
     "VERIFIED_TOKEN_CACHE_SIZE": 4096,
     # --- HTTP ------------------------------------------------------------------
+    # Name of the HttpOnly cookie that holds the access token after a login or
+    # a refresh (a chat socket from a same-site page may present it).
     "AUTH_COOKIE": "chatauth_access",
-    "AUTH_COOKIE_SECURE": None,  # None: secure unless DEBUG
+    "AUTH_COOKIE_SECURE": None,  # whether that cookie is Secure; None: unless DEBUG
+    # Its SameSite attribute: "Lax", "Strict" or "None".
     "AUTH_COOKIE_SAMESITE": "Lax",
+    # Where a browser lands after an OAuth login (with ``?error=<code>`` after a
+    # refused one): a path of this site or an absolute URL of the front end.
     "FRONTEND_URL": "/",
+    # The largest ``metadata`` (serialised as JSON) an API-key client may set
+    # through ``auth/copilot/token``; larger is a 400.
     "MAX_METADATA_BYTES": 16 * 1024,
+    # The largest request body chatauth's routes read; larger is a 413.
     "MAX_BODY_BYTES": 64 * 1024,
     # --- WebSocket -------------------------------------------------------------
+    # Origins (``scheme://host[:port]``, compared exactly) whose pages may open
+    # chat sockets, besides this server's own origin (its host allowed by
+    # ALLOWED_HOSTS).  A socket from any other origin is refused (HTTP 403).
     "ALLOWED_ORIGINS": [],
+    # Seconds a socket opened without credentials has to send its first
+    # ``{"type": "auth", "token": ...}`` frame; then it closes with 4408.
     "AUTH_TIMEOUT": 10,
+    # The largest frame a client may send; a larger one closes the socket, 4413.
     "MAX_MESSAGE_BYTES": 64 * 1024,
-    "MESSAGE_RATE": (30, 10),  # at most 30 messages per 10 seconds
+    # (messages, seconds): at most 30 messages per 10 seconds, else 4429.
+    "MESSAGE_RATE": (30, 10),
+    # Malformed frames (each answered ``{"type": "error"}``) a socket may send
+    # before it is closed with 4400.
     "MAX_PROTOCOL_ERRORS": 5,
     # Live chat sessions per worker process (each refused over it with 4429 and
-    # the cap's name as the close reason): per user, per credential (one
-    # token, one Django session: a widget's tabs share one), per client
-    # address; and sockets of one address still authenticating.
+    # the cap's name as the close reason): per user,
     "MAX_SOCKETS_PER_USER": 32,
+    # per credential (one token, one Django session: a widget's tabs share one),
     "MAX_SOCKETS_PER_CREDENTIAL": 16,
+    # per client address,
     "MAX_SOCKETS_PER_ADDRESS": 256,
+    # and sockets of one client address still authenticating.
     "MAX_PENDING_SOCKETS_PER_ADDRESS": 16,
+    # Accept a token in the socket URL's ``?token=`` query string.  Off: URLs
+    # end up in logs and browser history (check chatauth.W003 warns when on).
     "ALLOW_QUERY_STRING_TOKEN": False,
     # Drop query strings from the paths the ASGI server logs (uvicorn's access
     # log and its WebSocket lines): a token or OAuth code sent in one must not
@@ -117,7 +160,13 @@ DEFAULTS: dict[str, Any] = {
     # "preserve" (Unicode-normalised only).
     "IDENTIFIER_CASE": "fold",
     # --- Header / OAuth login --------------------------------------------------
+    # Addresses or networks of the reverse proxies allowed to assert who the
+    # user is (``auth/header``) and the client's address (``X-Forwarded-For``).
+    # Empty: header login is off.
     "TRUSTED_PROXIES": [],
+    # OAuth / OpenID Connect providers: provider id -> its configuration
+    # (``{}`` reads the client id and secret from OAUTH_<ID>_CLIENT_ID and
+    # OAUTH_<ID>_CLIENT_SECRET, as Chainlit does).  See chatauth.oauth.
     "OAUTH_PROVIDERS": {},
     # Whether a first OAuth login may join an existing local account whose
     # email (or identifier) the provider verified as the user's: off, as in
@@ -126,6 +175,8 @@ DEFAULTS: dict[str, Any] = {
     # email must be verified too (``DefaultAdapter.email_verified``), and staff
     # and superusers are never joined unless OAUTH_LINK_STAFF is on as well.
     "OAUTH_LINK_BY_EMAIL": False,
+    # Whether OAUTH_LINK_BY_EMAIL (or an ``oauth_callback`` returning their
+    # identifier) may join a staff member's or superuser's account too.
     "OAUTH_LINK_STAFF": False,
     # Seconds any one call to an OAuth provider may take (connect, read, write,
     # pool): a hung provider becomes a clean refusal, not a stuck worker.

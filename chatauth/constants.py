@@ -8,6 +8,8 @@ from enum import IntEnum
 class CloseCode(IntEnum):
     """WebSocket close codes from the contract (4000-4999 is the private range)."""
 
+    # A normal end: the client closed, or ``chatauth_prune`` closed the row of a
+    # session whose worker stopped reporting.
     NORMAL = 1000
     UNAUTHORIZED = 4401  # missing, invalid or expired credentials
     FORBIDDEN = 4403  # an application refused an authenticated socket
@@ -21,7 +23,7 @@ class CloseCode(IntEnum):
     # (daphne, hence ``runserver`` with daphne: autobahn sends only 1000 and
     # 3000-4999).
     SERVER_ERROR = 1011
-    UNAVAILABLE = 4503
+    UNAVAILABLE = 4503  # 1011's meaning, from a server that cannot send 1011
 
 
 #: Error code (see :mod:`chatauth.exceptions`) -> close code.  A credential that

@@ -1,4 +1,5 @@
-"""The HTTP routes of ``DESIGN.md`` (mounted with ``path("auth/", include(...))``)."""
+"""The HTTP routes of chatauth (``docs/http-api.md``), mounted with
+``path("auth/", include("chatauth.urls"))``."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Settings of the chatauth demo project, also the reference deployment.
 
-Everything a deployment changes comes from the environment; the table in the
-README's Production section lists every variable read here, with its default.
+Everything a deployment changes comes from the environment; the table in
+docs/deployment.md lists every variable read here, with its default.
 Safe as shipped: with ``DJANGO_DEBUG`` off, cookies are Secure, plain HTTP is
 redirected to HTTPS, HSTS is on, header login is off (no proxy trusted), and
 only the ASGI server -- told which proxy to trust -- decides a request's

@@ -1,4 +1,4 @@
-"""The HTTP contract of DESIGN.md over a real socket, against the demo server.
+"""The HTTP contract (docs/http-api.md) over a real socket, against the demo server.
 
 The server is shared by the whole test session (``demo_server``): every test uses
 its own users, and failed logins are kept to a handful, because the server's

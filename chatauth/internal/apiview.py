@@ -42,7 +42,7 @@ class ChatAuthAPIView(APIView):
     permission_classes = [AllowAny]
     throttle_classes: list[type] = []
     renderer_classes = [JSONRenderer]
-    # JSON only (DESIGN.md: "All JSON").  Accepting form posts would let any site
+    # JSON only (docs/http-api.md: "all JSON").  Accepting form posts would let any site
     # submit a cross-site <form> to auth/login without a CORS preflight and plant
     # its own account's auth cookie in the victim's browser (login CSRF).
     parser_classes = [JSONParser]

@@ -73,7 +73,7 @@ def live(tmp_path_factory):
     assert " 500 " not in output, output
 
 
-#: Every operation DESIGN.md documents (the schema must list exactly these).
+#: Every operation docs/http-api.md documents (the schema must list exactly these).
 OPERATIONS = [
     "GET /auth/config",
     "POST /auth/login",
