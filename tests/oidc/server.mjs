@@ -76,6 +76,10 @@ const provider = new Provider(issuer, {
     backchannelLogout: { enabled: true },
     rpInitiatedLogout: { enabled: true },
   },
+  // Outgoing requests (back-channel logout tokens) go to chatauth on loopback:
+  // without the SSRF guard that refuses special-use addresses (a real provider
+  // keeps it, and reaches its clients at public addresses).
+  fetch: (url, { dispatcher: _guard, ...options }) => globalThis.fetch(url, options),
   // PKCE on every request, not only for public clients: chatauth always sends it.
   pkce: { required: () => true },
   ttl: { IdToken: 3600, AccessToken: 3600, AuthorizationCode: 60, Interaction: 600, Session: 3600, Grant: 3600 },
@@ -88,7 +92,7 @@ provider.on('backchannel.success', (_ctx, client, sub, sid) => {
   backchannelLog.push({ client_id: client.clientId, sub, sid, ok: true, at: epochMs() });
 });
 provider.on('backchannel.error', (_ctx, err, client, sub, sid) => {
-  console.error('backchannel.error', err.message);
+  console.error('backchannel.error', err.message, err.cause);
   backchannelLog.push({
     client_id: client.clientId, sub, sid, ok: false, at: epochMs(), error: err.message,
   });
