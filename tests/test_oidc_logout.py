@@ -428,16 +428,39 @@ def test_malformed_requests_are_400_never_500(configure, client, body, content_t
     assert_refused(response, "malformed")
 
 
-def test_an_oversized_body_is_refused_unread(configure, client):
+def test_an_oversized_body_is_refused(configure, client):
     token = "a" * (20 * 1024)
     assert_refused(post(client, token), "too_large")
 
 
-def test_a_token_with_an_unknown_key_id_reads_the_jwks_once(configure, oidc, client):
-    forged = lambda: logout_token(oidc, header={"kid": "rotated-" + uuid.uuid4().hex})  # noqa: E731
-    assert_refused(post(client, forged()), "bad_signature")
+def test_unknown_key_ids_read_the_jwks_again_at_most_once_a_minute(
+    configure, oidc, client, monkeypatch
+):
+    """Key rotation: a token naming a key id not in the JWKS makes chatauth read
+    the JWKS again -- but a stream of made-up key ids must not become a stream
+    of requests to the provider."""
+    from chatauth import oidc_logout
+    from chatauth.oauth import OAuthApp
+
+    monkeypatch.setattr(oidc_logout, "_jwks_refreshed", {})
+    forced = []
+    fetch = OAuthApp.fetch_jwk_set
+
+    async def counting(self, force=False):
+        forced.append(force)
+        return await fetch(self, force=force)
+
+    monkeypatch.setattr(OAuthApp, "fetch_jwk_set", counting)
+
+    def unknown_kid():
+        return logout_token(oidc, header={"kid": "rotated-" + uuid.uuid4().hex})
+
+    assert_refused(post(client, unknown_kid()), "bad_signature")
+    assert forced.count(True) == 1
     AuditEvent.objects.all().delete()
-    assert_refused(post(client, forged()), "bad_signature")
+    assert_refused(post(client, unknown_kid()), "bad_signature")
+    assert forced.count(True) == 1  # not again within the minute
+    assert len(forced) == 3
 
 
 def test_only_openid_providers_with_it_on_have_the_route(configure, client, oidc):
