@@ -320,7 +320,7 @@ def check_provider_logout(app_configs: Any = None, **kwargs: Any) -> list:
                     "from its discovery document (server_metadata_url) and the "
                     "'openid' scope.  Remove these keys for an OAuth-only "
                     "provider such as GitHub.",
-                    id="chatauth.E013",
+                    id="chatauth.E014",
                 )
             )
         redirect = config.get("post_logout_redirect_uri")
@@ -335,7 +335,7 @@ def check_provider_logout(app_configs: Any = None, **kwargs: Any) -> list:
                         hint="An absolute https:// URL, or a path of this site "
                         "('/'); it must be registered at the provider exactly as "
                         "chatauth sends it.",
-                        id="chatauth.E014",
+                        id="chatauth.E015",
                     )
                 )
     return errors

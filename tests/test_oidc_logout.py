@@ -556,4 +556,4 @@ def test_checks_for_provider_logout(settings):
         },
     }
     found = {(e.id, e.msg.split("'")[1]) for e in check_provider_logout()}
-    assert found == {("chatauth.E013", "gh"), ("chatauth.E014", "sso")}
+    assert found == {("chatauth.E014", "gh"), ("chatauth.E015", "sso")}
