@@ -8,7 +8,7 @@ PORT ?= 8000
 # Tests that run their own servers on their own databases: the PostgreSQL pass
 # would only repeat them.
 OWN_SERVER_TESTS := tests/test_widget_browser.py tests/test_chainlit_compat.py \
-	tests/test_lifecycle_matrix.py \
+	tests/test_lifecycle_matrix.py tests/test_oidc_logout_live.py \
 	tests/security/test_schemathesis.py tests/security/test_bruteforce.py \
 	tests/security/test_secrets_leak.py tests/security/test_faults.py \
 	tests/security/test_static.py tests/test_deploy_audit.py

@@ -25,6 +25,7 @@ from chatauth.models import (
     ChatSession,
     OAuthAccount,
     Profile,
+    ProviderLogin,
     RevokedToken,
 )
 from chatauth.sessions import close_session
@@ -265,6 +266,19 @@ class RevokedTokenAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_filter = ("token_type", "reason")
     search_fields = ("key",)
     date_hierarchy = "revoked_at"
+
+
+@admin.register(ProviderLogin)
+class ProviderLoginAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """Logins made through OpenID providers (what a back-channel logout ends).
+    The Django session key and the ID token are never shown."""
+
+    fields = ("user", "provider", "subject", "sid", "created_at", "expires_at")
+    readonly_fields = fields
+    list_display = ("user", "provider", "subject", "sid", "created_at", "expires_at")
+    list_filter = ("provider",)
+    search_fields = ("subject", "sid")
+    list_select_related = ("user",)
 
 
 @admin.register(ChatSession)

@@ -355,6 +355,7 @@ def _refused(sender: Any, event: str, **kw: Any) -> None:
         identifier=kw.get("identifier", ""),
         request=kw.get("request"),
         scope=kw.get("scope"),
+        actor=kw.get("actor", ""),
     )
 
 
@@ -376,7 +377,7 @@ class Refusals:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: dict[tuple[str, str, str, str, str | None], int] = {}
+        self._counts: dict[tuple[str, str, str, str, str | None, str], int] = {}
         self._timer: threading.Timer | None = None
 
     def count(
@@ -388,16 +389,18 @@ class Refusals:
         identifier: str = "",
         request: Any = None,
         scope: dict[str, Any] | None = None,
+        actor: str = "",
     ) -> None:
         from chatauth.conf import settings
 
         request = getattr(request, "_request", request)
         ip = scope_client(scope)[0] if scope is not None else client_ip(request)
-        key = (event, reason[:64], method[:16], identifier[:255], ip)
+        actor = actor[:MAX_ACTOR]
+        key = (event, reason[:64], method[:16], identifier[:255], ip, actor)
         interval = settings.AUDIT_REFUSAL_INTERVAL.total_seconds()
         with self._lock:
             if key not in self._counts and len(self._counts) >= self.MAX_KEYS:
-                key = (event, reason[:64], method[:16], "", None)
+                key = (event, reason[:64], method[:16], "", None, actor)
             self._counts[key] = self._counts.get(key, 0) + 1
             if self._timer is None and interval > 0:
                 self._timer = threading.Timer(interval, self._flush_in_thread)
@@ -424,10 +427,11 @@ class Refusals:
                 success=False,
                 reason=reason,
                 ip=ip,
+                actor=actor,
                 count=n,
                 created_at=now,
             )
-            for (event, reason, method, identifier, ip), n in counts.items()
+            for (event, reason, method, identifier, ip, actor), n in counts.items()
         ]
         try:
             AuditEvent.objects.bulk_create(rows)

@@ -184,6 +184,10 @@ DEFAULTS: dict[str, Any] = {
     # How long a started OAuth login (its state, PKCE verifier and nonce, kept in
     # the session) may take before the callback refuses it.
     "OAUTH_STATE_LIFETIME": timedelta(minutes=10),
+    # OpenID Connect back-channel logout: a logout token issued (``iat``) longer
+    # ago than this (plus LEEWAY) is refused, and each token's ``jti`` is
+    # remembered that long, so none is accepted twice.
+    "OAUTH_LOGOUT_TOKEN_MAX_AGE": timedelta(minutes=5),
     # The built-in header callback, chatauth.contrib.proxy_header_auth (enable it
     # with "HOOKS": "chatauth.contrib.proxy_header_auth").  "proxy": which reverse
     # proxy sets the identity headers ("oauth2-proxy", "authelia", "cloudflare");
@@ -210,6 +214,7 @@ TIMEDELTAS = (
     "LOGIN_FAILURE_WINDOW",
     "DENYLIST_CACHE_TTL",
     "OAUTH_STATE_LIFETIME",
+    "OAUTH_LOGOUT_TOKEN_MAX_AGE",
     "AUDIT_RETENTION",
     "AUDIT_REFUSAL_INTERVAL",
 )

@@ -63,6 +63,8 @@ class Method:
     ADMIN = "admin"
     COMMAND = "command"
     WEBSOCKET = "websocket"
+    #: An identity provider's back-channel logout (OpenID Connect).
+    BACKCHANNEL = "backchannel"
 
 
 def user_group(user_pk: object) -> str:

@@ -69,6 +69,47 @@ class OAuthAccount(models.Model):
         return f"{self.provider}:{self.subject}"
 
 
+class ProviderLogin(models.Model):
+    """A login made through an OpenID provider: which provider session (``sid``)
+    and subject it came from, and the Django session it opened.
+
+    The provider's back-channel logout names a ``sid`` or a ``sub``; these rows
+    say which Django sessions that is (:mod:`chatauth.oidc_logout`).  A row goes
+    when its session ends.  ``session_key`` is a credential and ``id_token``
+    (kept only for an RP-initiated logout's ``id_token_hint``) is the
+    provider's: neither is shown in the admin, logged or audited.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="chatauth_provider_logins",
+    )
+    provider = models.CharField(max_length=64)
+    subject = models.CharField(max_length=255)
+    #: The ID token's ``sid`` claim; empty when the provider sent none.
+    sid = models.CharField(max_length=255, blank=True, default="")
+    session_key = models.CharField(max_length=64, db_index=True)
+    id_token = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    #: When the Django session expires at the latest (``chatauth_prune``).
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = _("provider login")
+        indexes = [
+            models.Index(
+                fields=["provider", "sid"], name="chatauth_plogin_provider_sid"
+            ),
+            models.Index(
+                fields=["provider", "subject"], name="chatauth_plogin_provider_sub"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.subject}"
+
+
 class APIKeyQuerySet(models.QuerySet["APIKey"]):
     def revoke(self) -> int:
         """Revoke the active keys of this queryset; returns how many.
@@ -197,7 +238,8 @@ class RevokedToken(models.Model):
 
     #: ``jti`` or, for a token without one, ``s-`` + its SHA-256; or the key of
     #: a credential tokens descend from (``f-`` login, ``d-`` Django session,
-    #: ``k-`` API key, ``i-`` identifier).
+    #: ``k-`` API key, ``i-`` identifier); or ``j-`` a used logout token's
+    #: ``jti`` (hashed; see ``chatauth.oidc_logout``).
     key = models.CharField(max_length=80, unique=True)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -273,6 +315,7 @@ class AuditEvent(models.Model):
         SESSION_CLOSED = "session_closed", _("chat session closed")
         HEADER_REFUSED = "header_refused", _("untrusted header login")
         OAUTH_REFUSED = "oauth_refused", _("OAuth login refused")
+        BACKCHANNEL_REFUSED = "backchannel_refused", _("provider logout refused")
 
     event = models.CharField(max_length=32, choices=Event.choices, db_index=True)
     user = models.ForeignKey(
@@ -295,7 +338,8 @@ class AuditEvent(models.Model):
     token_id = models.CharField(max_length=80, blank=True, default="")
     #: Who caused it, when not the user themselves: ``user:<identifier>`` (a
     #: request's authenticated user, e.g. a staff member in the admin),
-    #: ``command:<name>``, ``provider:<id>`` or ``system``.
+    #: ``command:<name>``, ``provider:<id>`` (an identity provider's
+    #: back-channel logout) or ``system``.
     actor = models.CharField(max_length=150, blank=True, default="")
     #: How many times it happened: refusals of unknown clients are counted and
     #: written one row per interval (see ``chatauth.audit.Refusals``).

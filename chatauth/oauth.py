@@ -49,6 +49,17 @@ has this identifier or email and the provider did not verify the email),
 (a claim too long for its column, or holding control characters or a NUL),
 ``user_inactive``.
 An unknown provider id is a ``404`` JSON answer on both routes.
+
+Logout (OpenID providers; :mod:`chatauth.oidc_logout`).  Each login through an
+OpenID provider is recorded with the ID token's ``sid`` and ``sub``, so the
+provider can end it: ``POST auth/oauth/<id>/backchannel-logout`` receives its
+Back-Channel Logout tokens (on unless ``"backchannel_logout": False``;
+``"backchannel_logout_session_required": True`` refuses tokens without a
+``sid``, as the client registration says).  With ``"rp_initiated_logout":
+True`` or a ``"post_logout_redirect_uri"`` (also ``OAUTH_<ID>_POST_LOGOUT_
+REDIRECT_URI``), ``POST auth/logout`` of such a login also answers the
+provider's ``end_session_endpoint`` URL (``provider_logout_url``), to end the
+session at the provider too.
 """
 
 from __future__ import annotations
@@ -194,6 +205,11 @@ def provider_config(provider_id: str) -> dict[str, Any] | None:
     config.setdefault("client_secret", os.environ.get(f"OAUTH_{env}_CLIENT_SECRET"))
     if os.environ.get(f"OAUTH_{env}_TENANT_ID"):
         config.setdefault("tenant", os.environ[f"OAUTH_{env}_TENANT_ID"])
+    if os.environ.get(f"OAUTH_{env}_POST_LOGOUT_REDIRECT_URI"):
+        config.setdefault(
+            "post_logout_redirect_uri",
+            os.environ[f"OAUTH_{env}_POST_LOGOUT_REDIRECT_URI"],
+        )
     if not config.get("client_id"):
         return None
     return config
@@ -262,6 +278,22 @@ class Provider:
     def openid(self) -> bool:
         return "openid" in (self.setting("scope") or "").split()
 
+    @property
+    def backchannel_logout(self) -> bool:
+        """Whether the provider may end logins with Back-Channel Logout tokens
+        (OpenID providers: on unless ``"backchannel_logout": False``)."""
+        return self.openid and self.config.get("backchannel_logout", True) is not False
+
+    @property
+    def rp_initiated_logout(self) -> bool:
+        """Whether logging out of chatauth also ends the provider's session
+        (RP-Initiated Logout): ``"rp_initiated_logout": True`` or a
+        ``"post_logout_redirect_uri"``."""
+        return self.openid and bool(
+            self.config.get("rp_initiated_logout")
+            or self.config.get("post_logout_redirect_uri")
+        )
+
 
 _apps: dict[str, tuple[str, float, OAuthApp]] = {}
 
@@ -329,6 +361,9 @@ class Identity:
     image: str | None = None
     #: A provider-unique handle safe to use as identifier (GitHub login, UPN).
     username: str | None = None
+    #: The provider's session of this login: the ID token's ``sid`` (OpenID
+    #: Connect Back-Channel Logout 1.0 §2.1), which its logout tokens name.
+    session_id: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -360,6 +395,7 @@ CLAIM_LIMITS = {
     "name": 255,
     "username": 255,
     "image": 2048,
+    "session_id": 255,
 }
 
 
@@ -409,6 +445,7 @@ async def fetch_identity(
         verified = _true(data.get("email_verified"))
         username = None
     email = _text(data.get("email"))
+    sid = claims.get("sid")
     return Identity(
         subject=str(claims["sub"]),
         email=email,
@@ -416,6 +453,8 @@ async def fetch_identity(
         name=_text(data.get("name")) or _text(data.get("preferred_username")),
         image=_text(data.get("picture")),
         username=_text(username),
+        # As the provider wrote it (not stripped): its logout tokens must match.
+        session_id=sid if isinstance(sid, str) and sid else None,
         raw=data,
     )
 
@@ -744,7 +783,7 @@ class OAuthCallbackView(AsyncAPIView):
         pending = _read_pending(django_request)
         try:
             flow = await self._take_state(django_request, found, pending)
-            user = await self._login(django_request, found, flow)
+            user, identity, token = await self._login(django_request, found, flow)
         except Refusal as refusal:
             response = await refuse(django_request, found, refusal)
         except UNAVAILABLE as e:
@@ -755,6 +794,12 @@ class OAuthCallbackView(AsyncAPIView):
             response = await refuse(django_request, found, Refusal("provider_error"), e)
         else:
             await flows.web_login(django_request, user, Method.OAUTH)
+            if found.openid:
+                from chatauth.oidc_logout import remember_login
+
+                await sync_to_async(remember_login)(
+                    django_request, found, identity, token.get("id_token")
+                )
             target = flow.get("next") or str(settings.FRONTEND_URL)
             response = no_store(HttpResponseRedirect(target))
         _write_pending(response, found, pending)  # the used state is gone
@@ -779,7 +824,9 @@ class OAuthCallbackView(AsyncAPIView):
 
     async def _login(
         self, request: HttpRequest, provider: Provider, flow: dict[str, Any]
-    ) -> Any:
+    ) -> tuple[Any, Identity, dict[str, Any]]:
+        """The user who logged in, what the provider said, and its token
+        response."""
         error = request.GET.get("error")
         if error:
             raise Refusal(
@@ -836,7 +883,7 @@ class OAuthCallbackView(AsyncAPIView):
         )
         if not adapter.can_authenticate(user):
             raise Refusal("user_inactive", chat_user.identifier)
-        return user
+        return user, identity, token
 
 
 def _read_pending(request: HttpRequest) -> dict[str, Any]:

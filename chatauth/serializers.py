@@ -99,6 +99,15 @@ class DetailSerializer(serializers.Serializer):
     detail = serializers.CharField()
 
 
+class LogoutResponseSerializer(DetailSerializer):
+    provider_logout_url = serializers.URLField(
+        required=False,
+        help_text="Only for a login through an OpenID provider with RP-initiated "
+        "logout on: the provider's end_session_endpoint (with id_token_hint and "
+        "post_logout_redirect_uri), to navigate to and end the provider's session.",
+    )
+
+
 class ChatSessionSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     opened_at = serializers.DateTimeField()

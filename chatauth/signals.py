@@ -19,9 +19,11 @@ WebSocket, as Channels does).
     password change, deactivation; ``reason`` says which).
 ``api_key_used(sender, api_key, request, success)``
     An API key was presented; ``api_key`` is None when none matched.
-``auth_refused(sender, event, identifier, method, reason, request, scope)``
+``auth_refused(sender, event, identifier, method, reason, request, scope, actor)``
     A request was turned away before any login: untrusted proxy, foreign
-    WebSocket origin, refused OAuth callback.  ``event`` is an ``AuditEvent.Event``.
+    WebSocket origin, refused OAuth callback, refused back-channel logout.
+    ``event`` is an ``AuditEvent.Event``; ``actor`` (optional) who the request
+    claims to come from (``provider:<id>``).
 ``chat_session_opened(sender, session, scope)``
     A live chat session started.
 ``chat_session_closed(sender, session, code)``

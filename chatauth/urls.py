@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from chatauth import oauth, views
+from chatauth import oauth, oidc_logout, views
 
 app_name = "chatauth"
 
@@ -15,6 +15,11 @@ urlpatterns = [
         "oauth/<str:provider>/callback",
         oauth.OAuthCallbackView.as_view(),
         name="oauth-callback",
+    ),
+    path(
+        "oauth/<str:provider>/backchannel-logout",
+        oidc_logout.BackchannelLogoutView.as_view(),
+        name="oauth-backchannel-logout",
     ),
     path("token/refresh", views.TokenRefreshView.as_view(), name="token-refresh"),
     path("copilot/token", views.CopilotTokenView.as_view(), name="copilot-token"),

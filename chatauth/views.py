@@ -43,6 +43,7 @@ from chatauth.serializers import (
     CopilotTokenSerializer,
     DetailSerializer,
     LoginSerializer,
+    LogoutResponseSerializer,
     LogoutSerializer,
     RefreshSerializer,
     TokenPairSerializer,
@@ -228,14 +229,27 @@ class LogoutView(ChatAuthAPIView):
     @documented(
         request=LogoutSerializer,
         # 400/413: a malformed or oversized body (found by schemathesis).
-        responses={code: DetailSerializer for code in (200, 400, 401, 413)},
+        responses={
+            200: LogoutResponseSerializer,
+            **{code: DetailSerializer for code in (400, 401, 413)},
+        },
         summary="Log out (this token, or everywhere)",
     )
     def post(self, request: Request) -> Response:
+        from chatauth.oidc_logout import provider_logout_url
+
         data = validated(LogoutSerializer, self.body(request))
         verified = request.auth if isinstance(request.user, TokenUser) else None
         user = request.user.get_user() if verified is not None else request.user
-        response = Response({"detail": "Logged out."})
+        body = {"detail": "Logged out."}
+        if verified is None:
+            # A login through an OpenID provider with RP-initiated logout on:
+            # where the front end sends the browser to end the provider's
+            # session too (read before this session, and its record, end).
+            url = provider_logout_url(request._request)
+            if url is not None:
+                body["provider_logout_url"] = url
+        response = Response(body)
         response.delete_cookie(settings.AUTH_COOKIE)
         response.delete_cookie(django_settings.SESSION_COOKIE_NAME)
         flows.logout(

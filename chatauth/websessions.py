@@ -32,6 +32,7 @@ from django.utils import timezone
 from chatauth import revocation
 from chatauth.constants import TokenType
 from chatauth.exceptions import TokenError
+from chatauth.models import ProviderLogin
 from chatauth.tokens import VerifiedToken, session_key_id
 
 logger = logging.getLogger("chatauth.websessions")
@@ -202,9 +203,13 @@ def end(
 ) -> bool:
     """End what chatauth derived from Django session ``session_key``: its
     copilot tokens are refused and the sockets opened with its cookie close,
-    on every worker.  (Deleting the session itself is Django's ``flush()``.)"""
+    on every worker; so does the record of the provider login that made it
+    (:mod:`chatauth.oidc_logout`).  (Deleting the session itself is Django's
+    ``flush()``.)"""
     if expires_at is None:
         expires_at = time.time() + django_settings.SESSION_COOKIE_AGE
+    # The record of the provider login that made it, if any, goes with it.
+    ProviderLogin.objects.filter(session_key=session_key).delete()
     return revocation.revoke_key(
         session_key_id(session_key),
         kind=TokenType.SESSION,

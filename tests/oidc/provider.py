@@ -83,6 +83,25 @@ class OIDCProvider:
         )
         response.raise_for_status()
 
+    def logout_token(
+        self, claims: dict, *, header: dict | None = None, key: str = "provider"
+    ) -> str:
+        """A JWT of exactly ``claims``, signed with the provider's own key (or,
+        ``key="foreign"``, another key under the same ``kid``)."""
+        response = httpx.post(
+            f"{self.issuer}/__test/logout-token",
+            json={"claims": claims, "header": header or {}, "key": key},
+            timeout=10,
+        )
+        response.raise_for_status()
+        return response.json()["token"]
+
+    def backchannel_log(self) -> list[dict]:
+        """The back-channel logouts delivered so far (see ``server.mjs``)."""
+        response = httpx.get(f"{self.issuer}/__test/backchannel-log", timeout=10)
+        response.raise_for_status()
+        return response.json()
+
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
@@ -195,6 +214,23 @@ class Browser:
             assert response.status_code in (302, 303), response.text
             url = urljoin(url, response.headers["location"])
         raise AssertionError(f"no redirect to {stop_at}: {self.steps}")
+
+    def end_session(self, issuer: str, **params: str) -> str:
+        """Sign out at the provider (RP-initiated logout's ``end_session``
+        endpoint, with ``params``), confirming its "sign me out" form; the URL
+        the provider sends the browser to afterwards.  The provider delivers
+        its back-channel logouts before it answers."""
+        response = self.client.get(f"{issuer}/session/end", params=params)
+        assert response.status_code == 200, (response.status_code, response.text)
+        page = _Forms()
+        page.feed(response.text)
+        form = next(f for f in page.forms if "xsrf" in f["inputs"])
+        response = self.client.post(
+            urljoin(issuer + "/", form["action"]),
+            data={**form["inputs"], "logout": "yes"},
+        )
+        assert response.status_code in (302, 303), response.text
+        return urljoin(issuer + "/", response.headers["location"])
 
     def close(self) -> None:
         self.client.close()

@@ -18,6 +18,16 @@
 //     "tampered" and "alg_none" re-signs with the provider's own key, so the
 //     signature is valid and only the changed claim can make a client refuse it.
 //   GET /gh/user, /gh/user/emails   GitHub's REST shapes, for the access token's account.
+//   POST /__test/logout-token  {"claims": {...}, "header": {...}, "key": "provider" | "foreign"}
+//     a JWT of exactly these claims, signed with the provider's own key (its kid,
+//     typ logout+jwt) or, "foreign", with another key under the same kid (a forgery).
+//   GET /__test/backchannel-log
+//     every back-channel logout this provider delivered: {client_id, sid, sub, ok,
+//     at} with `at` the epoch time (ms, sub-millisecond) its answer arrived.
+//
+// Logout: RP-initiated logout (/session/end) and back-channel logout are on; a
+// client registered with backchannel_logout_uri (and _session_required) gets
+// the `sid` in its ID tokens and a logout token POSTed when the session ends.
 import { createServer } from 'node:http';
 import { randomUUID } from 'node:crypto';
 
@@ -36,6 +46,7 @@ const clients = JSON.parse(process.env.OIDC_CLIENTS || '[]').map((c) => ({
 const { privateKey } = await generateKeyPair('RS256', { extractable: true });
 const signingJwk = { ...(await exportJWK(privateKey)), kid: randomUUID(), alg: 'RS256', use: 'sig' };
 const signingKey = await importJWK(signingJwk, 'RS256');
+const { privateKey: foreignKey } = await generateKeyPair('RS256');
 
 function account(id) {
   const verified = !id.startsWith('unverified');
@@ -60,12 +71,32 @@ const provider = new Provider(issuer, {
     profile: ['name', 'preferred_username', 'picture'],
   },
   scopes: ['openid', 'offline_access', 'email', 'profile', 'read:user', 'user:email'],
-  features: { devInteractions: { enabled: true } },
+  features: {
+    devInteractions: { enabled: true },
+    backchannelLogout: { enabled: true },
+    rpInitiatedLogout: { enabled: true },
+  },
+  // Outgoing requests (back-channel logout tokens) go to chatauth on loopback:
+  // without the SSRF guard that refuses special-use addresses (a real provider
+  // keeps it, and reaches its clients at public addresses).
+  fetch: (url, { dispatcher: _guard, ...options }) => globalThis.fetch(url, options),
   // PKCE on every request, not only for public clients: chatauth always sends it.
   pkce: { required: () => true },
   ttl: { IdToken: 3600, AccessToken: 3600, AuthorizationCode: 60, Interaction: 600, Session: 3600, Grant: 3600 },
 });
 provider.on('server_error', (_ctx, err) => console.error('server_error', err));
+
+const backchannelLog = [];
+const epochMs = () => performance.timeOrigin + performance.now();
+provider.on('backchannel.success', (_ctx, client, sub, sid) => {
+  backchannelLog.push({ client_id: client.clientId, sub, sid, ok: true, at: epochMs() });
+});
+provider.on('backchannel.error', (_ctx, err, client, sub, sid) => {
+  console.error('backchannel.error', err.message, err.cause);
+  backchannelLog.push({
+    client_id: client.clientId, sub, sid, ok: false, at: epochMs(), error: err.message,
+  });
+});
 
 // --- test controls ------------------------------------------------------------
 let nextIdToken = null;
@@ -119,6 +150,22 @@ provider.use(async (ctx, next) => {
     for await (const chunk of ctx.req) chunks.push(chunk);
     nextIdToken = JSON.parse(Buffer.concat(chunks).toString()).mode;
     ctx.body = { ok: true };
+    return;
+  }
+  if (ctx.path === '/__test/logout-token' && ctx.method === 'POST') {
+    const chunks = [];
+    for await (const chunk of ctx.req) chunks.push(chunk);
+    const { claims, header = {}, key = 'provider' } = JSON.parse(Buffer.concat(chunks).toString());
+    const protectedHeader = { alg: 'RS256', kid: signingJwk.kid, typ: 'logout+jwt', ...header };
+    ctx.body = {
+      token: await new SignJWT(claims)
+        .setProtectedHeader(protectedHeader)
+        .sign(key === 'foreign' ? foreignKey : signingKey),
+    };
+    return;
+  }
+  if (ctx.path === '/__test/backchannel-log') {
+    ctx.body = backchannelLog;
     return;
   }
   if (ctx.path === '/gh/user' || ctx.path === '/gh/user/emails') {

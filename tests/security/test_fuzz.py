@@ -284,6 +284,60 @@ def test_logout(alice, logs, body, ctype, extra, auth, real):
     check_http(response, "POST auth/logout", logs)
 
 
+#: What a logout token may look like: any text, JWT-shaped strings of any
+#: segments, and a real JWT's shape with a made-up signature.
+logout_tokens = st.one_of(
+    st.text(max_size=300),
+    st.lists(
+        st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/"),
+        min_size=1,
+        max_size=6,
+    ).map(".".join),
+    st.builds(
+        lambda h, c: f"{_b64(h)}.{_b64(c)}.c2ln",
+        objects_with("alg", "kid", "typ", "crit"),
+        objects_with("iss", "aud", "iat", "exp", "jti", "events", "sid", "sub"),
+    ),
+)
+
+
+def _b64(value) -> str:
+    import base64
+
+    raw = json.dumps(value).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+@FUZZ
+@given(
+    body=st.one_of(
+        bodies("logout_token"),
+        logout_tokens.map(
+            lambda t: b"logout_token=" + t.encode("utf-8", "surrogatepass")
+        ),
+    ),
+    ctype=content_types,
+    extra=headers,
+)
+def test_backchannel_logout(logs, settings, body, ctype, extra):
+    """The OpenID provider's route: any body is a 400 (or 404), never a 500; a
+    provider whose metadata cannot be read is a refusal too."""
+    settings.CHATAUTH = {
+        **settings.CHATAUTH,
+        "OAUTH_PROVIDERS": {
+            "fuzz": {
+                # Nothing listens there: every JWT-shaped token is refused.
+                "server_metadata_url": "http://127.0.0.1:9/.well-known/x",
+                "client_id": "fuzz",
+            }
+        },
+    }
+    response = post(
+        Client(), "/auth/oauth/fuzz/backchannel-logout", body, ctype, **meta(extra)
+    )
+    check_http(response, "POST auth/oauth/<id>/backchannel-logout", logs, ok=set())
+
+
 @FUZZ
 @given(
     method=st.sampled_from(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"]),

@@ -73,13 +73,15 @@ def live(tmp_path_factory):
     assert " 500 " not in output, output
 
 
-#: Every operation docs/http-api.md documents (the schema must list exactly these).
+#: Every operation docs/http-api.md documents, the OpenID provider's back-channel
+#: logout among them (the schema must list exactly these).
 OPERATIONS = [
     "GET /auth/config",
     "POST /auth/login",
     "POST /auth/header",
     "GET /auth/oauth/{provider}",
     "GET /auth/oauth/{provider}/callback",
+    "POST /auth/oauth/{provider}/backchannel-logout",
     "POST /auth/token/refresh",
     "POST /auth/copilot/token",
     "GET /auth/me",
@@ -98,6 +100,7 @@ EXAMPLES = {GenerationMode.POSITIVE: 20, GenerationMode.NEGATIVE: 15}
 #: the others (no body, free-form strings) have no negative cases to generate.
 NEGATABLE = {
     "POST /auth/login",
+    "POST /auth/oauth/{provider}/backchannel-logout",
     "POST /auth/token/refresh",
     "POST /auth/copilot/token",
     "POST /auth/logout",

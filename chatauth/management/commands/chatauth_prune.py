@@ -11,12 +11,13 @@ from django.utils import timezone
 from chatauth import audit
 from chatauth.conf import settings
 from chatauth.constants import CloseCode
-from chatauth.models import AuditEvent, ChatSession, RevokedToken
+from chatauth.models import AuditEvent, ChatSession, ProviderLogin, RevokedToken
 
 
 class Command(BaseCommand):
     help = (
-        "Delete denylist rows of tokens that have expired, mark sessions whose "
+        "Delete denylist rows of tokens that have expired (and records of "
+        "provider logins whose session has), mark sessions whose "
         "worker stopped reporting as closed, delete closed session rows, and "
         "audit rows older than CHATAUTH['AUDIT_RETENTION']."
     )
@@ -34,6 +35,8 @@ class Command(BaseCommand):
             raise CommandError("--keep-days must be 0 or more.", returncode=2)
         now = timezone.now()
         tokens, _ = RevokedToken.objects.filter(expires_at__lt=now).delete()
+        # Records of provider logins whose Django session has expired.
+        ProviderLogin.objects.filter(expires_at__lt=now).delete()
         # A live session reports at least every HEARTBEAT_INTERVAL; three missed
         # beats mean its worker is gone (killed, crashed) and nobody will close it.
         stale_before = now - timedelta(seconds=3 * settings.HEARTBEAT_INTERVAL)
