@@ -22,6 +22,7 @@ line is the title) and ``run(quick: bool) -> list[bench.measure.Row]``, then add
 BENCHMARKS: tuple[str, ...] = (
     "verify",
     "http_me",
+    "forward_auth",
     "login",
     "ws_connect",
     "ws_logout",

@@ -13,7 +13,9 @@
 The application routes HTTP to Django, ``ws/chat/`` to chatauth's chat consumer
 (behind its origin check and authentication, see :mod:`chatauth.routing`),
 any other WebSocket path to a refusal at the handshake (HTTP 403, not a 500),
-and the lifespan protocol to :func:`chatauth.routing.lifespan`.  In DEBUG,
+and the lifespan protocol to :func:`chatauth.routing.lifespan`.  ``auth/verify``
+(forward auth, :mod:`chatauth.forwardauth`) is answered ahead of Django's
+request cycle.  In DEBUG,
 with ``django.contrib.staticfiles`` installed, static files are served too
 (as ``runserver`` does), so ``copilot.js`` loads under uvicorn as well.
 
@@ -49,6 +51,11 @@ def get_asgi_application(
         from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
         http = ASGIStaticFilesHandler(http)
+    verify = _verify_path()
+    if verify is not None:
+        from chatauth.forwardauth import ForwardAuthApp
+
+        http = ForwardAuthApp(http, verify)
     return ProtocolTypeRouter(
         {
             "http": http,
@@ -62,3 +69,13 @@ def get_asgi_application(
             "lifespan": routing.lifespan,
         }
     )
+
+
+def _verify_path() -> str | None:
+    """Where the project mounted ``auth/verify``, if it did."""
+    from django.urls import NoReverseMatch, reverse
+
+    try:
+        return reverse("chatauth:verify")
+    except NoReverseMatch:
+        return None

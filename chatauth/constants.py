@@ -65,6 +65,8 @@ class Method:
     WEBSOCKET = "websocket"
     #: An identity provider's back-channel logout (OpenID Connect).
     BACKCHANNEL = "backchannel"
+    #: A reverse proxy asking ``auth/verify`` (forward auth).
+    FORWARD_AUTH = "forward_auth"
 
 
 def user_group(user_pk: object) -> str:

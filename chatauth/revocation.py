@@ -242,6 +242,19 @@ def cached_identity(identifier: str) -> Any:
     return _cache_get_many([key]).get(key)
 
 
+async def acached_identity(identifier: str) -> Any:
+    """:func:`cached_identity` for an event loop (see :func:`acheck`): None when
+    the cache does not know it, cannot be read without blocking, or fails."""
+    if is_local():
+        return cached_identity(identifier)
+    key = _identity_key(identifier)
+    try:
+        cached = await aget_many([key])
+    except Exception:  # a cache outage: the full check finds the user
+        return None
+    return None if cached is None else cached.get(key)
+
+
 def cache_identity(identifier: str, user_pk: Any) -> None:
     _cache_set(_identity_key(identifier), user_pk, cache_ttl())
 

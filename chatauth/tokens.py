@@ -525,12 +525,19 @@ async def averify_token(
     """
     from asgiref.sync import sync_to_async
 
-    verified = verify_signed(raw, expected)
+    verified = signed = verify_signed(raw, expected)
+    if verified.user_pk is None:
+        # A Chainlit-format token: the user its identifier was last found as,
+        # from the cache (the full check below finds it otherwise, and finds it
+        # again if that answer is stale).
+        user_pk = await revocation.acached_identity(verified.identifier)
+        if user_pk is not None:
+            verified = replace(verified, user_pk=user_pk)
     if verified.user_pk is not None:
         try:
             return await revocation.acheck(verified)
         except revocation.NeedsDatabase:
-            pass
+            verified = signed
     if thread_sensitive:
         return await sync_to_async(_full_check)(verified)
     return await sync_to_async(_check_in_worker, thread_sensitive=False)(verified)

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from chatauth import oauth, oidc_logout, views
+from chatauth import forwardauth, oauth, oidc_logout, views
 
 app_name = "chatauth"
 
@@ -32,4 +32,6 @@ urlpatterns = [
         name="session-detail",
     ),
     path("schema", views.SchemaView.as_view(), name="schema"),
+    # Served ahead of Django by chatauth.asgi's application (the same answer).
+    path("verify", forwardauth.verify_view, name="verify"),
 ]

@@ -180,9 +180,70 @@ async def aget_many(keys: list[str]) -> dict[str, Any] | None:
         return None
     client, serializer = reader
     made = [cache.make_and_validate_key(key) for key in keys]
-    values = await client.mget(made)
+    values = await _batch(client).get(made)
     return {
         key: serializer.loads(value)
         for key, value in zip(keys, values, strict=True)
         if value is not None
     }
+
+
+class _MgetBatch:
+    """Concurrent reads of one loop in one ``MGET``, by group commit: the first
+    read goes out at once; reads that arrive while it is in flight wait and go
+    out together, as one command, when it returns.  A lone read costs one round
+    trip, as before; sixteen concurrent ones cost about two, not sixteen (each
+    command costs more CPU in redis-py than its keys do)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.waiting: list[tuple[list[Any], asyncio.Future[list[Any]]]] = []
+        self.running = False
+
+    async def get(self, keys: list[Any]) -> list[Any]:
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self.waiting.append((keys, future))
+        if not self.running:
+            self.running = True
+            asyncio.ensure_future(self._run())
+        return await future
+
+    async def _run(self) -> None:
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting, []
+                try:
+                    values = await self.client.mget(
+                        [k for keys, _ in batch for k in keys]
+                    )
+                except BaseException as e:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(
+                                e if isinstance(e, Exception) else ConnectionError()
+                            )
+                    if not isinstance(e, Exception):
+                        raise
+                    continue
+                start = 0
+                for keys, future in batch:
+                    if not future.done():  # not cancelled meanwhile
+                        future.set_result(values[start : start + len(keys)])
+                    start += len(keys)
+        finally:
+            self.running = False
+
+
+#: client -> its batch (one client per loop, see :func:`_async_reader`).
+_batches: dict[int, _MgetBatch] = {}
+
+
+def _batch(client: Any) -> _MgetBatch:
+    batch = _batches.get(id(client))
+    if batch is None or batch.client is not client:
+        with _async_lock:
+            live = {id(entry[1]) for entry in _async_clients.values()}
+            for key in [key for key in _batches if key not in live]:
+                del _batches[key]
+            batch = _batches[id(client)] = _MgetBatch(client)
+    return batch
