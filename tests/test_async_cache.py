@@ -176,3 +176,52 @@ async def test_unusual_redis_setups_keep_the_sync_path(options, user):
         raw = str((await sync_to_async(tokens.issue_pair)(user)).access)
         assert (await tokens.averify_token(raw)).identifier == "alice"
         await sync_to_async(chatauth_cache.get_cache().clear)()
+
+
+def mget_calls() -> int:
+    import redis
+
+    stats = redis.Redis.from_url(REDIS).info("commandstats")
+    return stats.get("cmdstat_mget", {}).get("calls", 0)
+
+
+async def test_concurrent_reads_share_a_command(on_redis):
+    """Group commit for reads: a burst costs a few MGETs, each caller gets its
+    own keys' values, in order."""
+    on_redis.set_many({f"k{i}": i for i in range(64)})
+    before = mget_calls()
+    results = await asyncio.gather(
+        *(
+            chatauth_cache.aget_many([f"k{i}", f"k{63 - i}", "absent"])
+            for i in range(64)
+        )
+    )
+    used = mget_calls() - before
+    assert results == [{f"k{i}": i, f"k{63 - i}": 63 - i} for i in range(64)]
+    assert 1 <= used <= 4, used  # one goes out at once, the rest wait together
+    lone = mget_calls()
+    assert await chatauth_cache.aget_many(["k1"]) == {"k1": 1}
+    assert mget_calls() - lone == 1
+
+
+async def test_a_cancelled_reader_does_not_hurt_the_others(on_redis):
+    on_redis.set("k", 7)
+    first = asyncio.ensure_future(chatauth_cache.aget_many(["k"]))
+    waiting = [asyncio.ensure_future(chatauth_cache.aget_many(["k"])) for _ in range(8)]
+    await asyncio.sleep(0)
+    waiting[3].cancel()
+    assert await first == {"k": 7}
+    done = await asyncio.gather(*waiting, return_exceptions=True)
+    assert isinstance(done[3], asyncio.CancelledError)
+    assert [r for i, r in enumerate(done) if i != 3] == [{"k": 7}] * 7
+
+
+async def test_a_failed_command_fails_every_reader_it_carried():
+    with override_settings(
+        CACHES=redis_caches(NOWHERE), CHATAUTH={"CACHE_ALIAS": "redis"}
+    ):
+        results = await asyncio.gather(
+            *(chatauth_cache.aget_many(["k"]) for _ in range(5)),
+            return_exceptions=True,
+        )
+    assert all(isinstance(r, Exception) for r in results), results
