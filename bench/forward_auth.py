@@ -24,25 +24,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
-import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 
 from bench.http import LoadClient, expect
 from bench.measure import CpuMeter, Row, Series, at_least, compare_load, paired_ratio
 from bench.servers import REDIS, login, redis_up, workspace
-from tests.servers import SECRET, free_port, stop_process
+from tests.servers import CHAINLIT_VENV, SECRET, start_chainlit, stop_process
 
 FULL = {"rounds": 10, "duration": 1.0, "warmup": 1.5}
 QUICK = {"rounds": 2, "duration": 0.5, "warmup": 0.3}
-CHAINLIT_VENV = Path(
-    os.environ.get("CHATAUTH_CHAINLIT_VENV")
-    or Path.home() / ".cache" / "chatauth" / "chainlit-venv"
-)
 CHAINLIT_APP = """
 import chainlit as cl
 
@@ -186,37 +178,14 @@ def _rows(label: str, concurrency: int, series: dict[str, Series], cpu) -> list[
 def chainlit_server() -> Iterator[int | None]:
     """A Chainlit server with authentication on, sharing chatauth's secret: its
     port, or None when the test suite's Chainlit virtualenv is not there."""
-    binary = CHAINLIT_VENV / "bin" / "chainlit"
-    if not binary.exists():
+    if not (CHAINLIT_VENV / "bin" / "chainlit").exists():
         print(f"forward_auth: no Chainlit in {CHAINLIT_VENV}: its rows are skipped")
         yield None
         return
     app_dir = workspace().dir / "chainlit-app"
     app_dir.mkdir(exist_ok=True)
-    (app_dir / "app.py").write_text(CHAINLIT_APP)
-    port = free_port()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(app_dir),
-        "LANG": "C.UTF-8",
-        "CHAINLIT_AUTH_SECRET": SECRET,
-    }
-    command = [str(binary), "run", "app.py", "--headless"]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
-    with (app_dir / "chainlit.log").open("wb") as log:
-        process = subprocess.Popen(
-            command, cwd=app_dir, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+    process, url = start_chainlit(app_dir, CHAINLIT_APP, SECRET)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/auth/config", timeout=1)
-                break
-            except httpx.HTTPError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("Chainlit did not start") from None
-                time.sleep(0.2)
-        yield port
+        yield int(url.rsplit(":", 1)[1])
     finally:
         stop_process(process)

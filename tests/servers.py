@@ -175,6 +175,62 @@ def start_server(
     raise RuntimeError(f"server did not start in {timeout}s:\n{server.output()}")
 
 
+def wait_for_http(
+    url: str, process: subprocess.Popen, *, timeout: float = 60, log: Path | None = None
+) -> None:
+    """Return once ``url`` answers HTTP at all (any status); RuntimeError, with
+    the tail of ``log``, if ``process`` exits or ``timeout`` passes first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            tail = (
+                log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+            )
+            stop_process(process)
+            raise RuntimeError(f"{url} did not come up:\n{tail}")
+        time.sleep(0.1)
+
+
+#: Where the suite builds Chainlit's own virtualenv (its dependencies are not
+#: ours): see tests/test_chainlit_compat.py.
+CHAINLIT_VENV = Path(
+    os.environ.get("CHATAUTH_CHAINLIT_VENV")
+    or Path.home() / ".cache" / "chatauth" / "chainlit-venv"
+)
+
+
+def start_chainlit(
+    app_dir: Path, app: str, secret: str
+) -> tuple[subprocess.Popen, str]:
+    """``chainlit run`` of ``app`` (source) in ``app_dir`` on a free loopback
+    port, with ``CHAINLIT_AUTH_SECRET`` set to ``secret`` and nothing else of
+    this environment (Chainlit reads ``DATABASE_URL``, API keys and more from
+    it); the process and its base URL once it answers."""
+    (app_dir / "app.py").write_text(app)
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(app_dir),  # importing chainlit writes .chainlit/ there
+        "LANG": "C.UTF-8",
+        "CHAINLIT_AUTH_SECRET": secret,
+    }
+    command = [str(CHAINLIT_VENV / "bin" / "chainlit"), "run", "app.py", "--headless"]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    log = app_dir / "chainlit.log"
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            command, cwd=app_dir, env=env, stdout=handle, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{url}/auth/config", process, log=log)
+    return process, url
+
+
 PG_ADMIN = "postgresql://root@127.0.0.1:5432/postgres"
 
 

@@ -26,7 +26,6 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import jwt
@@ -38,15 +37,12 @@ from chatauth.constants import TokenType
 from chatauth.models import APIKey, Profile
 from chatauth.tokens import issue_copilot_token, verify_token
 from tests.conftest import REQUIRE_SERVICES
-from tests.servers import free_port, stop_process
+from tests.servers import CHAINLIT_VENV, start_chainlit, stop_process
 
 # The first run builds the Chainlit virtualenv inside the fixture (about a minute).
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(600)]
 
-VENV = Path(
-    os.environ.get("CHATAUTH_CHAINLIT_VENV")
-    or Path.home() / ".cache" / "chatauth" / "chainlit-venv"
-)
+VENV = CHAINLIT_VENV
 REQUIREMENT = "chainlit>=2,<3"
 READY = VENV / ".chatauth-ready"  # written once pip has finished
 APP = """
@@ -120,55 +116,15 @@ def chainlit(tmp_path_factory):
     ).stdout.strip()
     if not version.startswith("2."):
         unavailable(f"Chainlit 2.x is needed in {VENV}, found {version!r}")
-    (app_dir / "app.py").write_text(APP)
-    port = free_port()
-    # A clean environment: Chainlit reads DATABASE_URL (its data layer), API keys
-    # of hosted services and more from it; it gets only what it needs here.
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(app_dir),
-        "LANG": "C.UTF-8",
-        "CHAINLIT_AUTH_SECRET": os.environ["CHATAUTH_SECRET"],
-    }
-    log = (app_dir / "chainlit.log").open("wb")
-    process = subprocess.Popen(
-        [
-            str(VENV / "bin" / "chainlit"),
-            "run",
-            "app.py",
-            "--headless",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=app_dir,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
     try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    "chainlit exited:\n"
-                    + (app_dir / "chainlit.log").read_text(errors="replace")[-3000:]
-                )
-            try:
-                if httpx.get(f"{url}/auth/config", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("chainlit did not start in 60 s")
-            time.sleep(0.2)
+        process, url = start_chainlit(app_dir, APP, os.environ["CHATAUTH_SECRET"])
+    except RuntimeError as e:
+        pytest.fail(f"chainlit did not start: {e}")
+    try:
         print(f"\nChainlit {version} at {url}")
         yield url
     finally:
         stop_process(process)
-        log.close()
 
 
 def chainlit_user(chainlit: str, token: str) -> httpx.Response:

@@ -17,7 +17,6 @@ import asyncio
 import os
 import shutil
 import subprocess
-import time
 
 import httpx
 import pytest
@@ -32,6 +31,7 @@ from tests.servers import (
     server_env,
     start_server,
     stop_process,
+    wait_for_http,
 )
 from tests.test_chainlit_compat import chainlit  # noqa: F401 (a fixture)
 
@@ -121,18 +121,10 @@ def proxy(tmp_path_factory, chatauth_server, chainlit):  # noqa: F811
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
-            break
-        except httpx.HTTPError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                log = tmp / "error.log"
-                pytest.fail(
-                    "nginx did not start: " + (log.read_text() if log.exists() else "")
-                )
-            time.sleep(0.1)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/", process, log=tmp / "error.log")
+    except RuntimeError as e:
+        pytest.fail(f"nginx did not start: {e}")
     yield f"127.0.0.1:{port}"
     stop_process(process)
 

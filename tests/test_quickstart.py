@@ -18,7 +18,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -26,7 +25,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.servers import ROOT, free_port, stop_process
+from tests.servers import ROOT, free_port, stop_process, wait_for_http
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -144,16 +143,12 @@ def serve(site: Path, command: list[str], port: int, env=None) -> subprocess.Pop
     process = subprocess.Popen(
         command, cwd=site, env=env or project_env(), stdout=log, stderr=log
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, (site / f"server-{port}.log").read_text()
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/admin/login/", timeout=2)
-            return process
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    stop_process(process)
-    raise AssertionError("the quick start's server did not come up")
+    wait_for_http(
+        f"http://127.0.0.1:{port}/admin/login/",
+        process,
+        log=site / f"server-{port}.log",
+    )
+    return process
 
 
 def server_command(kind: str, port: int) -> list[str]:
