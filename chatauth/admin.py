@@ -273,9 +273,9 @@ class ProviderLoginAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """Logins made through OpenID providers (what a back-channel logout ends).
     The Django session key and the ID token are never shown."""
 
-    fields = ("user", "provider", "subject", "sid", "created_at", "expires_at")
+    fields = ("user", "provider", "subject", "sid", "created_at")
     readonly_fields = fields
-    list_display = ("user", "provider", "subject", "sid", "created_at", "expires_at")
+    list_display = ("user", "provider", "subject", "sid", "created_at")
     list_filter = ("provider",)
     search_fields = ("subject", "sid")
     list_select_related = ("user",)

@@ -286,8 +286,9 @@ def check_session_engine(app_configs: Any = None, **kwargs: Any) -> list:
 def check_provider_logout(app_configs: Any = None, **kwargs: Any) -> list:
     """Provider logout settings that cannot work: back-channel or RP-initiated
     logout asked of a provider that is not an OpenID provider (no ID token, so
-    no ``sid``, no keys, no ``end_session_endpoint``), and a
-    ``post_logout_redirect_uri`` that is no URL."""
+    no ``sid``, no keys, no ``end_session_endpoint``), a
+    ``post_logout_redirect_uri`` that is no URL, and back-channel logout with
+    sessions in signed cookies (nothing on the server to end)."""
     from urllib.parse import urlsplit
 
     from chatauth.oauth import get_provider
@@ -296,9 +297,24 @@ def check_provider_logout(app_configs: Any = None, **kwargs: Any) -> list:
     providers = settings.OAUTH_PROVIDERS
     if not isinstance(providers, dict):
         return errors
+    signed_cookies = django_settings.SESSION_ENGINE.endswith(".signed_cookies")
     for provider_id, config in providers.items():
         if not isinstance(config, dict):
             continue
+        provider = get_provider(provider_id)
+        if signed_cookies and provider is not None and provider.backchannel_logout:
+            errors.append(
+                Warning(
+                    f"OAuth provider {provider_id!r} may end logins with "
+                    "back-channel logout, but SESSION_ENGINE keeps sessions in "
+                    "signed cookies: there is no session on the server to end, "
+                    "so its logout tokens end nothing.",
+                    hint="Use 'django.contrib.sessions.backends.db' or "
+                    "'cached_db' (or set \"backchannel_logout\": False for "
+                    "this provider).",
+                    id="chatauth.W020",
+                )
+            )
         asked = [
             name
             for name in (
@@ -309,7 +325,6 @@ def check_provider_logout(app_configs: Any = None, **kwargs: Any) -> list:
             )
             if config.get(name)
         ]
-        provider = get_provider(provider_id)
         if asked and provider is not None and not provider.openid:
             errors.append(
                 Error(

@@ -208,6 +208,9 @@ def _web_session_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
         reason="web_session_ended",
         user_pk=user_pk,
         expires_at=instance.expire_date.timestamp(),
+        # Maybe a new key of the same session (cycle_key()): its provider
+        # login's record follows the key, it does not end here.
+        forget_login=False,
     )
 
 

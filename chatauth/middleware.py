@@ -517,9 +517,12 @@ class SessionRevocationMiddleware:
             return self.__acall__(request)
         token = audit.set_actor(lambda: audit.actor_of(getattr(request, "user", None)))
         try:
-            if self._has_session(request):
+            has_session = self._has_session(request)
+            if has_session:
                 self._check(request)
             response = self.get_response(request)
+            if has_session:
+                websessions.follow_key(request)
         finally:
             audit.reset_actor(token)
         return _finish(request, response)
@@ -527,9 +530,12 @@ class SessionRevocationMiddleware:
     async def __acall__(self, request: Any) -> Any:
         token = audit.set_actor(lambda: audit.actor_of(getattr(request, "user", None)))
         try:
-            if self._has_session(request):
+            has_session = self._has_session(request)
+            if has_session:
                 await sync_to_async(self._check)(request)
             response = await self.get_response(request)
+            if has_session:
+                await sync_to_async(websessions.follow_key)(request)
         finally:
             audit.reset_actor(token)
         return _finish(request, response)
@@ -543,7 +549,8 @@ class SessionRevocationMiddleware:
 
     @staticmethod
     def _check(request: Any) -> None:
-        websessions.end_if_revoked(request)
+        if not websessions.end_if_revoked(request):
+            websessions.follow_key(request)
 
 
 def _finish(request: Any, response: Any) -> Any:

@@ -75,9 +75,12 @@ class ProviderLogin(models.Model):
 
     The provider's back-channel logout names a ``sid`` or a ``sub``; these rows
     say which Django sessions that is (:mod:`chatauth.oidc_logout`).  A row goes
-    when its session ends.  ``session_key`` is a credential and ``id_token``
-    (kept only for an RP-initiated logout's ``id_token_hint``) is the
-    provider's: neither is shown in the admin, logged or audited.
+    when its session is logged out, or (``chatauth_prune``) once its session no
+    longer exists; it follows its session to a new key (``cycle_key()``).
+    ``session_key`` is a credential and ``id_token`` (kept only for an
+    RP-initiated logout's ``id_token_hint``, encrypted with a key derived from
+    chatauth's secret) is the provider's: neither is shown in the admin,
+    logged or audited.
     """
 
     user = models.ForeignKey(
@@ -92,8 +95,6 @@ class ProviderLogin(models.Model):
     session_key = models.CharField(max_length=64, db_index=True)
     id_token = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
-    #: When the Django session expires at the latest (``chatauth_prune``).
-    expires_at = models.DateTimeField(db_index=True)
 
     class Meta:
         verbose_name = _("provider login")

@@ -47,7 +47,8 @@ issuer/audience/nonce, expired), ``callback_refused`` / ``callback_failed`` (the
 has this identifier or email and the provider did not verify the email),
 ``invalid_user`` (the user model cannot hold the identifier), ``invalid_claims``
 (a claim too long for its column, or holding control characters or a NUL),
-``user_inactive``.
+``user_inactive``, ``server_error`` (the login could not be recorded for the
+provider's logout: it is undone).
 An unknown provider id is a ``404`` JSON answer on both routes.
 
 Logout (OpenID providers; :mod:`chatauth.oidc_logout`).  Each login through an
@@ -93,6 +94,7 @@ with warnings.catch_warnings():
     from authlib.integrations.httpx_client import AsyncOAuth2Client
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser
 from django.core import signing
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponseRedirect
@@ -459,6 +461,42 @@ async def fetch_identity(
     )
 
 
+def expected_issuer(issuer: str, claims: dict[str, Any]) -> str:
+    """The ``iss`` a token of a provider whose discovery says ``issuer`` must
+    carry: ``issuer`` itself, or -- Entra ID's multi-tenant discovery has a
+    template issuer -- that template filled in with the token's own tenant id
+    (``tid``).  For ID tokens and logout tokens alike."""
+    if "{tenantid}" in issuer:
+        tenant = claims.get("tid")
+        return issuer.replace("{tenantid}", tenant if isinstance(tenant, str) else "")
+    return issuer
+
+
+def audience_accepted(claims: dict[str, Any], client_id: str) -> bool:
+    """OIDC Core §3.1.3.7 on ``aud``/``azp`` (for ID tokens and, by Back-Channel
+    Logout §2.6, logout tokens): this client among the audiences; several
+    audiences only with an authorized party (``azp``); an authorized party, if
+    named, this client.  (authlib's own check of an ID token is the same.)"""
+    aud = claims.get("aud")
+    if isinstance(aud, str):
+        audiences = [aud]
+    elif isinstance(aud, list) and all(isinstance(a, str) for a in aud):
+        audiences = aud
+    else:
+        return False
+    if client_id not in audiences:
+        return False
+    azp = claims.get("azp")
+    if len(set(audiences)) > 1 and azp is None:
+        return False
+    return azp is None or azp == client_id
+
+
+def leeway() -> float:
+    """Clock skew allowed on a provider's ``iat``/``exp``, in seconds."""
+    return settings.LEEWAY.total_seconds()
+
+
 async def _verified_id_token(
     provider: Provider, app: OAuthApp, token: dict[str, Any], nonce: str | None
 ) -> dict[str, Any]:
@@ -480,9 +518,7 @@ async def _verified_id_token(
         # must be that template filled in with the token's own tenant id.
         options["iss"] = {
             "essential": True,
-            "validate": lambda claims, value: (
-                value == issuer.replace("{tenantid}", str(claims.get("tid", "")))
-            ),
+            "validate": lambda claims, value: value == expected_issuer(issuer, claims),
         }
     else:
         options["iss"] = {"essential": True, "value": issuer}
@@ -491,7 +527,7 @@ async def _verified_id_token(
             token,
             nonce=nonce,
             claims_options=options,
-            leeway=int(settings.LEEWAY.total_seconds()),
+            leeway=int(leeway()),
         )
     except (JoseError, ValueError) as e:
         logger.info("ID token from %s refused: %r", provider.id, e)
@@ -794,14 +830,24 @@ class OAuthCallbackView(AsyncAPIView):
             response = await refuse(django_request, found, Refusal("provider_error"), e)
         else:
             await flows.web_login(django_request, user, Method.OAUTH)
-            if found.openid:
-                from chatauth.oidc_logout import remember_login
+            try:
+                if found.openid:
+                    # (Here: chatauth.oidc_logout imports this module.)
+                    from chatauth.oidc_logout import remember_login
 
-                await sync_to_async(remember_login)(
-                    django_request, found, identity, token.get("id_token")
+                    await sync_to_async(remember_login)(
+                        django_request, found, identity, token.get("id_token")
+                    )
+            except Exception as e:
+                # A login the provider could not end later is no login: undone
+                # before its session cookie ever reaches the browser.
+                await sync_to_async(_undo_login)(django_request)
+                response = await refuse(
+                    django_request, found, Refusal("server_error"), e
                 )
-            target = flow.get("next") or str(settings.FRONTEND_URL)
-            response = no_store(HttpResponseRedirect(target))
+            else:
+                target = flow.get("next") or str(settings.FRONTEND_URL)
+                response = no_store(HttpResponseRedirect(target))
         _write_pending(response, found, pending)  # the used state is gone
         return response
 
@@ -884,6 +930,19 @@ class OAuthCallbackView(AsyncAPIView):
         if not adapter.can_authenticate(user):
             raise Refusal("user_inactive", chat_user.identifier)
         return user, identity, token
+
+
+def _undo_login(request: HttpRequest) -> None:
+    """Take back the ``login()`` this request just made: the session emptied
+    and deleted (what was derived from it ends with it), the user anonymous.
+    The new session key was never sent: even if its deletion fails (the
+    database is down), the emptied session sets no cookie."""
+    try:
+        request.session.flush()
+    except Exception:
+        logger.exception("could not delete the session of an undone OAuth login")
+        request.session.clear()
+    request.user = AnonymousUser()  # type: ignore[attr-defined]
 
 
 def _read_pending(request: HttpRequest) -> dict[str, Any]:

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -597,11 +599,40 @@ def invalidate_user(
         _cache_set(key, state, cache_ttl())
 
 
+#: Close messages held back by :func:`notifying_after` (None: send at once).
+_held: ContextVar[list[tuple[str, str, int]] | None] = ContextVar(
+    "chatauth_held_notifications", default=None
+)
+
+
+@contextmanager
+def notifying_after() -> Iterator[None]:
+    """Hold the close messages :func:`notify` would send inside the block, and
+    send them once the block has finished without an exception -- put it
+    *around* a ``transaction.atomic()`` block, so that the sockets are told
+    after the commit: a socket told to close before the denial is committed
+    could reconnect, be checked against the old rows and stay open.  If the
+    block raises, nothing is sent (its transaction rolled back: nothing
+    ended)."""
+    held: list[tuple[str, str, int]] = []
+    token = _held.set(held)
+    try:
+        yield
+    finally:
+        _held.reset(token)
+    for group, reason, code in dict.fromkeys(held):
+        notify(group, reason=reason, code=code)
+
+
 def notify(group: str, *, reason: str, code: int = CloseCode.REVOKED) -> None:
     """Close every live chat session in ``group``, on every worker."""
     from asgiref.sync import async_to_sync
     from channels.layers import get_channel_layer
 
+    held = _held.get()
+    if held is not None:
+        held.append((group, reason, int(code)))
+        return
     layer = get_channel_layer()
     if layer is None:
         return

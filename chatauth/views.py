@@ -35,6 +35,7 @@ from chatauth.identifiers import normalize
 from chatauth.internal.apiview import AsyncAPIView, ChatAuthAPIView
 from chatauth.internal.http import is_trusted_proxy, peer_ip
 from chatauth.models import APIKey, AuditEvent, ChatSession
+from chatauth.oidc_logout import provider_logout_url
 from chatauth.schema import documented
 from chatauth.serializers import (
     ChatSessionSerializer,
@@ -236,8 +237,6 @@ class LogoutView(ChatAuthAPIView):
         summary="Log out (this token, or everywhere)",
     )
     def post(self, request: Request) -> Response:
-        from chatauth.oidc_logout import provider_logout_url
-
         data = validated(LogoutSerializer, self.body(request))
         verified = request.auth if isinstance(request.user, TokenUser) else None
         user = request.user.get_user() if verified is not None else request.user
@@ -245,7 +244,9 @@ class LogoutView(ChatAuthAPIView):
         if verified is None:
             # A login through an OpenID provider with RP-initiated logout on:
             # where the front end sends the browser to end the provider's
-            # session too (read before this session, and its record, end).
+            # session too (read before this session, and its record, end;
+            # from what is known already: logging out never waits for the
+            # provider).
             url = provider_logout_url(request._request)
             if url is not None:
                 body["provider_logout_url"] = url

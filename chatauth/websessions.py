@@ -41,6 +41,13 @@ logger = logging.getLogger("chatauth.websessions")
 SESSION_AUTH_AT = "_chatauth_auth_at"
 #: Django's session keys are 32 characters; anything much longer is not one.
 MAX_SESSION_KEY = 64
+#: What the session of a login through a provider holds about it:
+#: ``{"id": <ProviderLogin pk>, "key": <the session key its row names>,
+#: "end_session": <the provider's end_session_endpoint, for RP logout>}``.
+#: Django keeps a session's data when it changes its key (``cycle_key()``, a
+#: password change's ``update_session_auth_hash``): the row follows the key
+#: (:func:`follow_key`).
+SESSION_LOGIN = "_chatauth_provider_login"
 
 
 def store(session_key: str | None = None) -> SessionBase:
@@ -137,7 +144,7 @@ def still_valid(credentials: Sequence[VerifiedToken]) -> list[bool]:
     if not credentials:
         return []
     keys = [v.extra["session_key"] for v in credentials]
-    sessions = _load(keys)
+    sessions = load_many(keys)
     User = get_user_model()
     pks = {
         str(data[SESSION_KEY])
@@ -161,7 +168,7 @@ def still_valid(credentials: Sequence[VerifiedToken]) -> list[bool]:
     return results
 
 
-def _load(keys: list[str]) -> dict[str, dict[str, Any] | None]:
+def load_many(keys: list[str]) -> dict[str, dict[str, Any] | None]:
     """The data of each live session among ``keys`` (None: gone or expired)."""
     session = store()
     model_class = getattr(type(session), "get_model_class", None)
@@ -200,16 +207,24 @@ def end(
     reason: str,
     user_pk: Any = None,
     expires_at: float | None = None,
+    forget_login: bool = True,
 ) -> bool:
     """End what chatauth derived from Django session ``session_key``: its
     copilot tokens are refused and the sockets opened with its cookie close,
-    on every worker; so does the record of the provider login that made it
-    (:mod:`chatauth.oidc_logout`).  (Deleting the session itself is Django's
-    ``flush()``.)"""
+    on every worker; so does, with ``forget_login``, the record of the
+    provider login that made it (:mod:`chatauth.oidc_logout`).  (Deleting the
+    session itself is Django's ``flush()``.)
+
+    Not ``forget_login`` when the key may just have changed (a session row
+    deleted: ``cycle_key()`` deletes the old key's row too, and the login goes
+    on under the new key; the record follows it,
+    :func:`follow_key`).  Records of sessions that
+    are really gone are deleted by ``chatauth_prune``.
+    """
     if expires_at is None:
         expires_at = time.time() + django_settings.SESSION_COOKIE_AGE
-    # The record of the provider login that made it, if any, goes with it.
-    ProviderLogin.objects.filter(session_key=session_key).delete()
+    if forget_login:
+        ProviderLogin.objects.filter(session_key=session_key).delete()
     return revocation.revoke_key(
         session_key_id(session_key),
         kind=TokenType.SESSION,
@@ -217,6 +232,30 @@ def end(
         expires_at=expires_at,
         user_pk=user_pk,
     )
+
+
+def follow_key(request: Any) -> None:
+    """Point the record of the provider login behind ``request``'s session at
+    the session's current key, if Django changed it (``cycle_key()``: a
+    password change keeping its session, a new ``login()`` of the same user):
+    the provider's logout must end the session under its new key.  Costs
+    nothing unless the key changed (the session's data says which key its row
+    names).  :class:`~chatauth.middleware.SessionRevocationMiddleware` calls
+    it before and after each view."""
+    session = getattr(request, "session", None)
+    if session is None:
+        return
+    record = session.get(SESSION_LOGIN)
+    key = session.session_key
+    if not isinstance(record, dict) or not key or record.get("key") == key:
+        return
+    user_pk = session.get(SESSION_KEY)
+    if user_pk is None or not isinstance(record.get("id"), int):
+        return
+    ProviderLogin.objects.filter(pk=record["id"], user_id=user_pk).update(
+        session_key=key
+    )
+    session[SESSION_LOGIN] = {**record, "key": key}
 
 
 @receiver(user_logged_in)

@@ -11,18 +11,24 @@ them to real servers, with live chat sockets.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 import uuid
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-from django.contrib.auth import get_user_model
+from django.contrib.auth import get_user_model, update_session_auth_hash
+from django.contrib.auth.signals import user_logged_out
 from django.contrib.sessions.models import Session
+from django.db import DatabaseError
+from django.db.models.signals import pre_save
 from django.test import Client
+from django.urls import include, path
 
 import chatauth
 from chatauth.models import AuditEvent, ProviderLogin, RevokedToken
-from chatauth.oidc_logout import BACKCHANNEL_EVENT
+from chatauth.oidc_logout import BACKCHANNEL_EVENT, unseal
 from tests.conftest import bearer
 from tests.oidc.provider import Browser, start_provider
 
@@ -182,6 +188,8 @@ def test_a_login_keeps_its_provider_session(configure, people, oidc):
 
 
 def test_sid_logout_ends_that_login_only(configure, people, oidc, client, caplog):
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="chatauth")
     first, second = people(), people()  # the same user, two provider sessions
     assert first.row.sid != second.row.sid
     first_copilot, second_copilot = first.copilot_token(), second.copilot_token()
@@ -211,6 +219,7 @@ def test_sid_logout_ends_that_login_only(configure, people, oidc, client, caplog
     )
     revoke = AuditEvent.objects.get(event=AuditEvent.Event.REVOKE)
     assert revoke.actor == "provider:local" and revoke.reason == "logout"
+    assert caplog.records  # (the check below saw what was logged)
     assert token not in caplog.text
     for field in ("identifier", "reason", "token_id", "user_agent", "actor"):
         assert not AuditEvent.objects.filter(**{f"{field}__contains": token[:40]})
@@ -290,8 +299,15 @@ REFUSALS = {
     ),
     "wrong-issuer": ({"iss": "http://127.0.0.1:1/evil"}, "wrong_issuer"),
     "nonce": ({"nonce": "n-0S6_WzA2Mj"}, "nonce"),
+    "several-audiences-no-azp": (
+        {"aud": [CLIENT["client_id"], "other"]},
+        "wrong_audience",
+    ),
     "missing-events": ({"events": DROP}, "invalid_events"),
     "other-event": ({"events": {"http://example.test/other": {}}}, "invalid_events"),
+    "event-a-string": ({"events": {BACKCHANNEL_EVENT: "x"}}, "invalid_events"),
+    "event-a-list": ({"events": {BACKCHANNEL_EVENT: []}}, "invalid_events"),
+    "events-a-list": ({"events": [BACKCHANNEL_EVENT]}, "invalid_events"),
     "old-iat": ({"iat": "OLD"}, "stale"),
     "future-iat": ({"iat": "FUTURE"}, "invalid_iat"),
     "no-iat": ({"iat": DROP}, "invalid_iat"),
@@ -332,42 +348,66 @@ def _spoil(oidc, changes: dict) -> str:
         }
         return jwt.encode(claims, CLIENT["client_secret"], algorithm="HS256")
     if "typ" in changes:
-        return logout_token(oidc, header={"typ": changes.pop("typ")})
+        return logout_token(oidc, header={"typ": changes.pop("typ")}, **changes)
     return logout_token(oidc, key=key, **changes)
 
 
-def assert_refused(response, reason: str) -> None:
+#: Refused before the provider's signature was checked: anybody's doing.
+UNSIGNED = {"bad_signature", "malformed", "too_large"}
+
+
+def assert_refused(response, reason: str, *, signed: bool | None = None) -> None:
+    """A 400 as §2.8 wants, audited with ``reason``; with the provider as
+    actor only if it signed what was refused."""
     assert response.status_code == 400, (response.status_code, response.content)
     assert response["Cache-Control"] == "no-store"
     body = response.json()
     assert body["error"] == "invalid_request"
     assert isinstance(body["error_description"], str) and body["error_description"]
     row = AuditEvent.objects.get(event=AuditEvent.Event.BACKCHANNEL_REFUSED)
-    assert (row.reason, row.actor, row.method, row.success) == (
+    if signed is None:
+        signed = reason not in UNSIGNED
+    assert (row.reason, row.identifier, row.method, row.success) == (
         reason,
         "provider:local",
         "backchannel",
         False,
     )
+    assert row.actor == ("provider:local" if signed else "")
 
 
 @pytest.mark.parametrize("name", list(REFUSALS))
 def test_bad_logout_tokens_are_refused_and_audited(
     configure, people, oidc, client, name
 ):
+    """Each change alone is refused, for its own reason; the same token made
+    the same way without it is accepted."""
     alice = people()
     changes, reason = REFUSALS[name]
     token = _spoil(oidc, changes)
     assert_refused(post(client, token), reason)
     assert alice.signed_in()
     assert not AuditEvent.objects.filter(event=AuditEvent.Event.LOGOUT).exists()
+    # Without the change: accepted, and alice's login ends.
+    assert post(client, _spoil(oidc, {})).status_code == 200
+    assert not alice.signed_in()
 
 
-def test_the_refusals_are_real(configure, people, oidc, client):
-    """The same token without the defect is accepted (each refusal above is
-    caused by the one change it makes)."""
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"typ": "JWT"},
+        {"typ": None},
+        {"typ": "logout+jwt"},
+        {"aud": [CLIENT["client_id"], "other"], "azp": CLIENT["client_id"]},
+        {"aud": [CLIENT["client_id"]]},
+        {"exp": DROP},
+    ],
+    ids=["typ-JWT", "no-typ", "typ-logout", "azp-ours", "one-aud-list", "no-exp"],
+)
+def test_what_providers_send_is_accepted(configure, people, oidc, client, changes):
     alice = people()
-    assert post(client, logout_token(oidc, sid=alice.row.sid)).status_code == 200
+    assert post(client, _spoil(oidc, changes)).status_code == 200
     assert not alice.signed_in()
 
 
@@ -439,10 +479,8 @@ def test_unknown_key_ids_read_the_jwks_again_at_most_once_a_minute(
     """Key rotation: a token naming a key id not in the JWKS makes chatauth read
     the JWKS again -- but a stream of made-up key ids must not become a stream
     of requests to the provider."""
-    from chatauth import oidc_logout
-    from chatauth.oauth import OAuthApp
+    from chatauth.oauth import OAuthApp, _apps
 
-    monkeypatch.setattr(oidc_logout, "_jwks_refreshed", {})
     forced = []
     fetch = OAuthApp.fetch_jwk_set
 
@@ -461,6 +499,12 @@ def test_unknown_key_ids_read_the_jwks_again_at_most_once_a_minute(
     assert_refused(post(client, unknown_kid()), "bad_signature")
     assert forced.count(True) == 1  # not again within the minute
     assert len(forced) == 3
+    # Nor by another worker: the mark is in the shared cache, not in the
+    # process (a fresh client object stands for the other worker's).
+    _apps.clear()
+    AuditEvent.objects.all().delete()
+    assert_refused(post(client, unknown_kid()), "bad_signature")
+    assert forced.count(True) == 1
 
 
 def test_only_openid_providers_with_it_on_have_the_route(configure, client, oidc):
@@ -489,7 +533,11 @@ def test_logout_answers_the_provider_logout_url_when_configured(
 ):
     configure(post_logout_redirect_uri="/signed-out")
     alice = people()
-    assert alice.row.id_token == alice.id_token  # kept, server side
+    # Kept server side, encrypted: not the token, and no part of it.
+    stored = alice.row.id_token
+    assert stored and alice.id_token not in stored
+    assert alice.id_token.split(".")[1][:40] not in stored
+    assert unseal(stored) == alice.id_token
     response = alice.client.post("/auth/logout", content_type="application/json")
     assert response.status_code == 200
     url = response.json()["provider_logout_url"]
@@ -557,3 +605,263 @@ def test_checks_for_provider_logout(settings):
     }
     found = {(e.id, e.msg.split("'")[1]) for e in check_provider_logout()}
     assert found == {("chatauth.E014", "gh"), ("chatauth.E015", "sso")}
+
+
+def test_a_kept_id_token_the_secret_no_longer_opens_is_left_out(
+    configure, people, settings
+):
+    """After a secret rotation, an ID token sealed with a secret still listed in
+    PREVIOUS_SECRETS is a hint; one sealed with a secret gone is left out, and
+    the URL names the client instead."""
+    configure(rp_initiated_logout=True)
+    old_secret = settings.CHATAUTH["SECRET"]
+    rotated, dropped = people(), people()
+    settings.CHATAUTH = {
+        **settings.CHATAUTH,
+        "SECRET": "rotated-secret-" + "r" * 40,
+        "PREVIOUS_SECRETS": [old_secret],
+    }
+    query = _logout_query(rotated)
+    assert query["id_token_hint"] == rotated.id_token
+    settings.CHATAUTH = {**settings.CHATAUTH, "PREVIOUS_SECRETS": []}
+    query = _logout_query(dropped)
+    assert "id_token_hint" not in query
+    assert query["client_id"] == CLIENT["client_id"]
+
+
+def _logout_query(login: Login) -> dict:
+    response = login.client.post("/auth/logout", content_type="application/json")
+    assert response.status_code == 200, response.content
+    url = response.json()["provider_logout_url"]
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+def test_an_id_token_too_long_for_a_url_is_not_kept(configure, people, monkeypatch):
+    from chatauth import oidc_logout
+
+    configure(rp_initiated_logout=True)
+    monkeypatch.setattr(oidc_logout, "MAX_ID_TOKEN_LENGTH", 100)
+    alice = people()
+    assert alice.row.id_token == ""
+    query = _logout_query(alice)
+    assert "id_token_hint" not in query and query["client_id"] == CLIENT["client_id"]
+
+
+def test_logout_never_asks_the_provider(configure, people, monkeypatch):
+    """The provider logout URL comes from what is known already: the discovery
+    document this process read, else the endpoint the login recorded; never a
+    request to the provider during logout."""
+    from chatauth.oauth import OAuthApp, _apps
+
+    configure(rp_initiated_logout=True)
+    first, second = people(), people()
+    _apps.clear()  # this process's discovery document gone (as after its TTL)
+
+    async def unreachable(self):
+        raise AssertionError("logout asked the provider")
+
+    monkeypatch.setattr(OAuthApp, "load_server_metadata", unreachable)
+    assert _logout_query(first)["id_token_hint"] == first.id_token
+    # A session without the recorded endpoint (recorded before it was known):
+    # no URL, and the logout itself goes on.
+    session = second.client.session
+    record = dict(session["_chatauth_provider_login"])
+    record.pop("end_session")
+    session["_chatauth_provider_login"] = record
+    session.save()
+    response = second.client.post("/auth/logout", content_type="application/json")
+    assert response.json() == {"detail": "Logged out."}
+    assert not second.signed_in()
+
+
+# --- failures ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("error", [RuntimeError, DatabaseError])
+def test_a_logout_that_fails_is_not_recorded_as_used(
+    configure, people, oidc, client, error
+):
+    """If ending the logins fails, nothing of it stays -- the jti included --
+    and the provider's retry of the same token is accepted."""
+    alice = people()
+    failures = []
+
+    def failing(sender, **kwargs):
+        if not failures:
+            failures.append(kwargs.get("method"))
+            raise error("the logout fails half-way")
+
+    user_logged_out.connect(failing, dispatch_uid="test.failing_logout")
+    try:
+        token = logout_token(oidc, sid=alice.row.sid)
+        client.raise_request_exception = False
+        response = post(client, token)
+        assert response.status_code == (503 if error is DatabaseError else 500)
+        assert failures == ["backchannel"]
+        assert alice.signed_in()  # rolled back: the login goes on
+        assert not RevokedToken.objects.filter(token_type="logout_token").exists()
+
+        retried = post(client, token)
+    finally:
+        user_logged_out.disconnect(dispatch_uid="test.failing_logout")
+    assert retried.status_code == 200, retried.content
+    assert not alice.signed_in()
+    assert RevokedToken.objects.filter(token_type="logout_token").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_replays_end_the_login_once(configure, people, oidc):
+    alice = people()
+    token = logout_token(oidc, sid=alice.row.sid)
+    barrier = threading.Barrier(2)
+    statuses: list[int] = []
+
+    def attempt():
+        from django.db import connection
+
+        try:
+            barrier.wait(10)
+            statuses.append(post(Client(), token).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=attempt) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(statuses) == [200, 400]
+    assert not alice.signed_in()
+    assert AuditEvent.objects.filter(event=AuditEvent.Event.LOGOUT).count() == 1
+    refused = AuditEvent.objects.get(event=AuditEvent.Event.BACKCHANNEL_REFUSED)
+    assert (refused.reason, refused.actor) == ("replayed", "provider:local")
+
+
+def test_a_login_that_cannot_be_recorded_is_undone(configure, oidc):
+    """The record is what lets the provider end the login: without it, no
+    login (the callback's usual refusal, no session)."""
+
+    def failing(sender, **kwargs):
+        raise DatabaseError("no room for the record")
+
+    pre_save.connect(failing, sender=ProviderLogin, dispatch_uid="test.no_record")
+    alice = Login()
+    try:
+        start = alice.client.get("/auth/oauth/local")
+        back = alice.browser.authorize(start["Location"], CALLBACK.format("local"))
+        done = alice.client.get(back.replace("http://testserver", ""))
+    finally:
+        pre_save.disconnect(sender=ProviderLogin, dispatch_uid="test.no_record")
+        alice.close()
+    assert done.status_code == 302
+    assert done["Location"] == FRONTEND + "?error=server_error"
+    assert not alice.signed_in()
+    assert not ProviderLogin.objects.exists()
+    assert not Session.objects.exists()
+    refused = AuditEvent.objects.get(event=AuditEvent.Event.OAUTH_REFUSED)
+    assert refused.reason == "server_error"
+
+
+def test_header_checks_need_no_provider(configure, oidc, client, monkeypatch):
+    """A token refused for its header is refused without reading anything of
+    the provider (no request to make for garbage)."""
+    from chatauth.oauth import OAuthApp
+
+    async def unreachable(self):
+        raise AssertionError("asked the provider")
+
+    monkeypatch.setattr(OAuthApp, "load_server_metadata", unreachable)
+    assert_refused(post(client, _spoil(oidc, {"alg": "HS256"})), "bad_signature")
+    AuditEvent.objects.all().delete()
+    assert_refused(post(client, _spoil(oidc, {"typ": "at+jwt"})), "malformed")
+
+
+# --- a session under a new key -------------------------------------------------------
+
+
+def change_password(request):
+    """What Django's PasswordChangeView does once the form is valid."""
+    from django.http import HttpResponse
+
+    request.user.set_password("a-new-password-" + uuid.uuid4().hex)
+    request.user.save()
+    update_session_auth_hash(request, request.user)
+    return HttpResponse("changed")
+
+
+urlpatterns = [
+    path("test/password", change_password),
+    path("", include("project.urls")),
+]
+
+
+@pytest.mark.urls(__name__)
+@pytest.mark.parametrize(
+    "engine",
+    ["django.contrib.sessions.backends.db", "django.contrib.sessions.backends.cache"],
+)
+def test_a_password_change_keeps_the_login_ending_with_the_provider(
+    configure, people, oidc, client, settings, engine
+):
+    """update_session_auth_hash() gives the session a new key (cycle_key()); the
+    provider's logout must still end it, under its new key."""
+    settings.SESSION_ENGINE = engine
+    alice, other = people(), people()
+    old_key = alice.session_key
+    assert alice.client.post("/test/password").status_code == 200
+    assert alice.session_key != old_key and alice.signed_in()
+    assert alice.row.session_key == alice.session_key  # the record followed
+    new_key = alice.session_key
+
+    response = post(client, logout_token(oidc, sid=alice.row.sid))
+
+    assert response.status_code == 200
+    assert not alice.signed_in()
+    assert not ProviderLogin.objects.filter(session_key=new_key).exists()
+    row = AuditEvent.objects.get(event=AuditEvent.Event.LOGOUT)
+    assert (row.actor, row.reason) == ("provider:local", "")
+    # (The other login lost its session to the password change: Django's.)
+    assert not other.signed_in()
+
+
+def test_prune_keeps_what_lives_and_forgets_what_is_gone(
+    configure, people, client, monkeypatch
+):
+    """chatauth_prune asks whether the session still exists, not when it was
+    due to expire: a session whose expiry slid on (SESSION_SAVE_EVERY_REQUEST,
+    set_expiry) keeps its record."""
+    from datetime import timedelta
+
+    from django.conf import settings as django_settings
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    sliding, ended = people(), people()
+    ended_key = ended.session_key
+    Session.objects.filter(session_key=ended_key).delete()
+    # Far past the first expiry, before the slid one.
+    later = timezone.now() + timedelta(
+        seconds=django_settings.SESSION_COOKIE_AGE + 3600
+    )
+    Session.objects.filter(session_key=sliding.session_key).update(
+        expire_date=later + timedelta(days=1)
+    )
+    real_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: later)
+    call_command("chatauth_prune", stdout=open("/dev/null", "w"))
+    monkeypatch.setattr(timezone, "now", real_now)
+
+    assert list(ProviderLogin.objects.values_list("session_key", flat=True)) == [
+        sliding.session_key
+    ]
+
+
+def test_checks_warn_of_back_channel_logout_with_signed_cookies(settings, configure):
+    from chatauth.checks import check_provider_logout
+
+    assert not [e for e in check_provider_logout() if e.id == "chatauth.W020"]
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
+    [warning] = [e for e in check_provider_logout() if e.id == "chatauth.W020"]
+    assert "'local'" in warning.msg
+    configure(backchannel_logout=False)
+    assert not [e for e in check_provider_logout() if e.id == "chatauth.W020"]

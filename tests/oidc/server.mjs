@@ -20,7 +20,8 @@
 //   GET /gh/user, /gh/user/emails   GitHub's REST shapes, for the access token's account.
 //   POST /__test/logout-token  {"claims": {...}, "header": {...}, "key": "provider" | "foreign"}
 //     a JWT of exactly these claims, signed with the provider's own key (its kid,
-//     typ logout+jwt) or, "foreign", with another key under the same kid (a forgery).
+//     typ logout+jwt; a header member given as null is left out) or, "foreign",
+//     with another key under the same kid (a forgery).
 //   GET /__test/backchannel-log
 //     every back-channel logout this provider delivered: {client_id, sid, sub, ok,
 //     at} with `at` the epoch time (ms, sub-millisecond) its answer arrived.
@@ -157,6 +158,10 @@ provider.use(async (ctx, next) => {
     for await (const chunk of ctx.req) chunks.push(chunk);
     const { claims, header = {}, key = 'provider' } = JSON.parse(Buffer.concat(chunks).toString());
     const protectedHeader = { alg: 'RS256', kid: signingJwk.kid, typ: 'logout+jwt', ...header };
+    // A null removes a member (a token without typ, as older providers send).
+    for (const [name, value] of Object.entries(protectedHeader)) {
+      if (value === null) delete protectedHeader[name];
+    }
     ctx.body = {
       token: await new SignJWT(claims)
         .setProtectedHeader(protectedHeader)

@@ -11,13 +11,14 @@ from django.utils import timezone
 from chatauth import audit
 from chatauth.conf import settings
 from chatauth.constants import CloseCode
-from chatauth.models import AuditEvent, ChatSession, ProviderLogin, RevokedToken
+from chatauth.models import AuditEvent, ChatSession, RevokedToken
+from chatauth.oidc_logout import forget_ended
 
 
 class Command(BaseCommand):
     help = (
         "Delete denylist rows of tokens that have expired (and records of "
-        "provider logins whose session has), mark sessions whose "
+        "provider logins whose session is gone), mark sessions whose "
         "worker stopped reporting as closed, delete closed session rows, and "
         "audit rows older than CHATAUTH['AUDIT_RETENTION']."
     )
@@ -35,8 +36,9 @@ class Command(BaseCommand):
             raise CommandError("--keep-days must be 0 or more.", returncode=2)
         now = timezone.now()
         tokens, _ = RevokedToken.objects.filter(expires_at__lt=now).delete()
-        # Records of provider logins whose Django session has expired.
-        ProviderLogin.objects.filter(expires_at__lt=now).delete()
+        # Records of provider logins whose Django session is gone (whether it
+        # exists, not when it was due: a session's expiry slides).
+        logins = forget_ended()
         # A live session reports at least every HEARTBEAT_INTERVAL; three missed
         # beats mean its worker is gone (killed, crashed) and nobody will close it.
         stale_before = now - timedelta(seconds=3 * settings.HEARTBEAT_INTERVAL)
@@ -51,7 +53,8 @@ class Command(BaseCommand):
             old = now - settings.AUDIT_RETENTION
             audited, _ = AuditEvent.objects.filter(created_at__lt=old).delete()
         self.stdout.write(
-            f"Deleted {tokens} expired denylist row(s), closed {stale} stale "
+            f"Deleted {tokens} expired denylist row(s), {logins} provider login "
+            f"record(s) of ended sessions, closed {stale} stale "
             f"session(s), deleted {sessions} closed session row(s) and {audited} "
             "audit row(s) past their retention."
         )
