@@ -26,7 +26,12 @@ def test_every_module_scored_is_mutated_and_exists():
 
 
 def test_the_tests_run_against_mutants_exist():
-    for path in pyproject()["mutmut"]["pytest_add_cli_args_test_selection"]:
+    per_module = mutation.load_config()["tests"]
+    assert set(per_module) == set(mutation.MODULES)
+    everything = set(pyproject()["mutmut"]["pytest_add_cli_args_test_selection"])
+    for tests in per_module.values():
+        assert set(tests) <= everything
+    for path in everything:
         assert (ROOT / path).is_file(), path
 
 

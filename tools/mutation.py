@@ -1,9 +1,11 @@
 """``make mutation``: mutation testing of the security core, scored per module.
 
 Runs mutmut (configured under ``[tool.mutmut]`` in pyproject.toml) on the
-modules below, each mutant against only the tests that call the function it
-changed, then prints for each module its score -- mutants killed out of those
-that can change behaviour -- and every survivor as a one-line diff.  Survivors
+modules below, one at a time: each module against the test files that exercise
+it (``[tool.chatauth.mutation.tests]``), and within those each mutant against
+only the tests that call the function it changed.  Then prints for each module
+its score -- mutants killed out of those that can change behaviour -- and every
+survivor as a one-line diff.  Survivors
 listed under ``[tool.chatauth.mutation] equivalent`` (mutants that cannot change
 behaviour, each with its reason) are shown apart and not counted.
 
@@ -67,20 +69,59 @@ def load_config() -> dict:
         return tomllib.load(f)["tool"]["chatauth"]["mutation"]
 
 
-def run_mutmut(modules: list[str], max_children: int) -> None:
-    """A fresh run over ``modules`` (results of an earlier run are dropped)."""
+RESULTS = ROOT / "mutants.results"
+
+
+def run_mutmut(module: str, max_children: int) -> None:
+    """A fresh mutmut run over ``module``, against its own tests; its results
+    (each mutant's status and changed line) are kept in ``mutants.results/``."""
+    started = time.monotonic()
     shutil.rmtree(ROOT / "mutants", ignore_errors=True)
-    mutmut = Path(sys.executable).with_name("mutmut")
-    globs = [MODULES[m][1] for m in modules]
-    command = [str(mutmut), "run", "--max-children", str(max_children), *globs]
-    print("$", " ".join(command[1:]), flush=True)
-    # mutmut redraws a progress line; its own output is kept in a log.
     (ROOT / "mutants").mkdir()
-    log = ROOT / "mutants" / "run.log"
+    log = ROOT / "mutants" / "run.log"  # mutmut's own output (a progress line)
+    command = [sys.executable, "-m", "tools.mutation", "--mutmut", module]
+    command += ["--max-children", str(max_children)]
+    print(f"{module}: mutmut against {' '.join(tests_of(module))}", flush=True)
     with open(log, "w") as out:
         done = subprocess.run(command, cwd=ROOT, stdout=out, stderr=out, check=False)
     if done.returncode != 0:
         sys.exit(f"mutmut failed (exit {done.returncode}): see {log}")
+    RESULTS.mkdir(exist_ok=True)
+    results = collect(module)
+    (RESULTS / f"{module}.json").write_text(json.dumps(results, indent=1))
+    print(f"{module}: {len(results)} mutants in {time.monotonic() - started:.0f} s")
+
+
+def tests_of(module: str) -> list[str]:
+    return load_config()["tests"][module]
+
+
+def mutmut_main(module: str, max_children: int) -> None:
+    """mutmut's own ``run``, on ``module`` and its tests only (mutmut reads one
+    configuration from pyproject.toml; these two settings are per module)."""
+    from mutmut import configuration
+
+    config = configuration.config()
+    config.only_mutate = [MODULES[module][0]]
+    config.pytest_add_cli_args_test_selection = tests_of(module)
+    from mutmut.__main__ import cli
+
+    cli(["run", "--max-children", str(max_children), MODULES[module][1]])
+
+
+def collect(module: str) -> dict[str, tuple[str, str]]:
+    """Each mutant of ``module``'s last run: its status and the line it changed."""
+    from mutmut.stats import status_by_exit_code
+
+    path, glob = MODULES[module]
+    meta = json.loads((ROOT / "mutants" / (path + ".meta")).read_text())
+    results = {}
+    for name, exit_code in meta["exit_code_by_key"].items():
+        if fnmatch.fnmatchcase(name, glob):
+            status = status_by_exit_code[exit_code]
+            line = "" if status in KILLED else changed_line(name, path)
+            results[name] = (status, line)
+    return results
 
 
 def changed_line(name: str, path: str) -> str:
@@ -94,26 +135,18 @@ def changed_line(name: str, path: str) -> str:
 
 
 def score(modules: list[str], equivalent: list[dict]) -> list[Score]:
-    from mutmut.stats import status_by_exit_code
-
-    os.chdir(ROOT)  # mutmut reads its files relative to the project
     allowed = {e["mutant"]: e for e in equivalent}
     scores = []
     for module in modules:
-        path, glob = MODULES[module]
-        meta = ROOT / "mutants" / (path + ".meta")
-        if not meta.exists():
+        saved = RESULTS / f"{module}.json"
+        if not saved.exists():
             sys.exit(f"no results for {module}: run `make mutation` first")
-        results = json.loads(meta.read_text())["exit_code_by_key"]
+        results = json.loads(saved.read_text())
         s = Score(module)
-        for name, exit_code in sorted(results.items(), key=lambda kv: _order(kv[0])):
-            if not fnmatch.fnmatchcase(name, glob):
-                continue
-            status = status_by_exit_code[exit_code]
+        for name, (status, line) in sorted(results.items(), key=lambda r: _order(r[0])):
             if status in KILLED:
                 s.killed += 1
                 continue
-            line = changed_line(name, path)
             entry = allowed.get(name)
             if entry is not None and entry["change"].split() == line.split():
                 s.equivalent.append((name, line, entry["reason"]))
@@ -153,7 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modules", nargs="*", help=", ".join(MODULES))
     parser.add_argument("--report", action="store_true", help="no run: report")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--mutmut", help=argparse.SUPPRESS)  # one module's run
     args = parser.parse_args(argv)
+    if args.mutmut:
+        mutmut_main(args.mutmut, args.max_children)
+        return 0
     modules = args.modules or list(MODULES)
     unknown = set(modules) - set(MODULES)
     if unknown:
@@ -161,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config()
     started = time.monotonic()
     if not args.report:
-        run_mutmut(modules, args.max_children)
+        for module in modules:
+            run_mutmut(module, args.max_children)
     ok = report(score(modules, config["equivalent"]), config["fail_under"])
     if not args.report:
         print(f"\nmutation run: {time.monotonic() - started:.0f} s")
