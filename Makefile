@@ -22,7 +22,7 @@ VENV6 ?= .venv-django6
 PYTHON6 ?= $(shell for p in python3.13 python3.12 $(wildcard $(HOME)/.pyenv/versions/3.1[23]*/bin/python3.1[23]); do \
 	$$p -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: demo test test-django6 lint format bench install clean docs
+.PHONY: demo test test-django6 lint format bench mutation install clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -100,5 +100,9 @@ docs: $(VENV)/.installed-docs
 bench: install
 	$(BIN)/python -m bench
 
+## mutation: mutation testing of the security core, a score per module (README)
+mutation: install
+	nice $(BIN)/python -m tools.mutation $(MODULES)
+
 clean:
-	rm -rf $(VENV) $(VENV6) db.sqlite3 .pytest_cache .ruff_cache docs/_build
+	rm -rf $(VENV) $(VENV6) db.sqlite3 .pytest_cache .ruff_cache docs/_build mutants

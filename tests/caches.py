@@ -45,3 +45,17 @@ class GatedLocMemCache(LocMemCache):
         if GatedLocMemCache.gate is not None:
             GatedLocMemCache.gate("set", key, value)
         super().set(key, value, *args, **kwargs)
+
+
+class VanishingLocMemCache(LocMemCache):
+    """A real local-memory cache whose counter can expire between a caller's
+    ``add`` and ``incr``: with ``vanish`` set, the next ``incr`` finds its key
+    gone (as when the window ends, or the key is evicted, in between)."""
+
+    vanish = False
+
+    def incr(self, key: str, delta: int = 1, version: int | None = None) -> int:
+        if VanishingLocMemCache.vanish:
+            VanishingLocMemCache.vanish = False
+            self.delete(key, version=version)
+        return super().incr(key, delta, version=version)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 import uuid
@@ -31,6 +32,24 @@ def require_service(name: str, host: str, port: int) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(message + " and CHATAUTH_REQUIRE_SERVICES=1", pytrace=False)
     pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """One SQLite test database file per process, a forked one included.
+
+    tests/settings.py names the file after the process that read the settings; a
+    process forked after that (``make mutation`` forks one per mutant, two at a
+    time) would share its parent's file and drop it under a sibling's feet.
+    """
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    name = database.get("TEST", {}).get("NAME") or ""
+    match = re.fullmatch(r"(.*chatauth-test-)(\d+)(\.db)", name)
+    if match and int(match[2]) != os.getpid():
+        own = f"{match[1]}{os.getpid()}{match[3]}"
+        database["TEST"]["NAME"] = database["NAME"] = own
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -255,3 +255,27 @@ def test_live_sessions_are_told(user):
     user.save()
     message = async_to_sync(layer.receive)(user_channel)
     assert message["reason"] == "deactivated"
+
+
+def test_logout_everywhere_refuses_a_token_whose_iat_was_rounded_up(user, monkeypatch):
+    """``iat`` is rounded to the millisecond, so a token minted 0.4 ms before
+    "log out everywhere" can carry an ``iat`` 0.1 ms *after* it: the 1 ms
+    margin refuses it all the same."""
+    from datetime import UTC, datetime
+
+    import rest_framework_simplejwt.tokens as simplejwt_tokens
+
+    second = float(int(time.time()))
+    minted = datetime.fromtimestamp(second + 0.0006, tz=UTC)  # iat: .001
+    logged_out = datetime.fromtimestamp(second + 0.0009, tz=UTC)  # after minting
+    monkeypatch.setattr(simplejwt_tokens, "aware_utcnow", lambda: minted)
+    access = str(tokens.issue_pair(user).access)
+    assert tokens.verify_token(access).issued_at == second + 0.001
+    monkeypatch.setattr(timezone, "now", lambda: logged_out)
+    revocation.revoke_user(user)
+    with pytest.raises(TokenRevoked):
+        tokens.verify_token(access)
+    # One minted 1.5 ms after the logout (iat .002, past the margin) is not.
+    minted = datetime.fromtimestamp(second + 0.0024, tz=UTC)
+    later = str(tokens.issue_pair(user).access)
+    assert tokens.verify_token(later).issued_at == second + 0.002

@@ -207,3 +207,157 @@ def test_per_address_limits_hold_behind_the_header_login_proxy(user):
             assert through_proxy(f"u{i}", "x", "203.0.113.1").status_code == 401
         assert through_proxy("alice", PASSWORD, "203.0.113.1").status_code == 429
         assert through_proxy("alice", PASSWORD, "203.0.113.2").status_code == 200
+
+
+# --- The edges, on a clock the test moves --------------------------------------
+
+WINDOW = 300  # LOGIN_FAILURE_WINDOW's default, in seconds
+IP = "198.51.100.1"
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The time of the throttle and of the local-memory cache's expiry, moved by
+    the test: ``clock.now``."""
+    import time
+
+    class Clock:
+        now = T0
+
+    monkeypatch.setattr(time, "time", lambda: Clock.now)
+    return Clock
+
+
+def fail(times: int, username: str = "alice", ip: str = "198.51.100.1") -> None:
+    for _ in range(times):
+        assert throttling.reserve(username, ip).allowed
+
+
+def test_retry_after_is_exactly_what_is_left_of_the_window(user, clock):
+    for _ in range(10):
+        assert attempt("alice").status_code == 401  # the window starts at T0
+        clock.now += 1.25
+    # 12.5 s into the window: 287.5 s left, rounded up (never "now", never 0).
+    response = attempt("alice")
+    assert response.status_code == 429
+    assert response["Retry-After"] == "288"
+    assert throttling.take_refusal() is None  # noted, audited, then forgotten
+    clock.now = T0 + WINDOW - 0.25
+    assert attempt("alice")["Retry-After"] == "1"
+    clock.now = T0 + WINDOW  # the window is over: a new one
+    assert attempt("alice").status_code == 401
+
+
+def test_the_refusal_names_the_bucket_that_refused(clock):
+    fail(10, "alice", "198.51.100.1")
+    assert throttling.reserve("bob", "198.51.100.1") == throttling.Reservation(
+        (throttling._address_key("198.51.100.1"),), False, WINDOW
+    )
+    assert throttling.reserve("", "198.51.100.2") == throttling.Reservation(
+        (throttling._address_key("198.51.100.2"),), True, 0
+    )
+    assert throttling.reserve("carol", "198.51.100.2") == throttling.Reservation(
+        (throttling._address_key("198.51.100.2"), throttling._username_key("carol")),
+        True,
+        0,
+    )
+
+
+def test_a_username_refusal_costs_the_address_nothing(clock):
+    from django.core.cache import caches
+
+    for i in range(10):
+        fail(1, "alice", f"198.51.100.{i + 1}")
+    refused = throttling.reserve("alice", "203.0.113.5")
+    assert refused == throttling.Reservation(
+        (throttling._username_key("alice"),), False, WINDOW
+    )
+    assert caches["default"].get(throttling._address_key("203.0.113.5")) == 0
+
+
+def test_a_counter_that_expires_between_add_and_incr_starts_a_new_window(clock):
+    """The race fallback: the counter vanishes after ``add`` and before
+    ``incr``; the attempt opens a new window, counted as its first."""
+    from tests.caches import VanishingLocMemCache
+
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "vanishing": {"BACKEND": "tests.caches.VanishingLocMemCache"},
+    }
+    limit = 3
+    with override_settings(
+        CACHES=caches,
+        CHATAUTH={"CACHE_ALIAS": "vanishing", "LOGIN_FAILURE_LIMIT": limit},
+    ):
+        # No username: the address's counter alone (the one ``incr`` below).
+        fail(limit - 1, "", IP)  # an old window's start stays behind
+        clock.now += 100
+        VanishingLocMemCache.vanish = True
+        assert throttling.reserve("", IP).allowed
+        # The new window starts now and counts this attempt once.
+        fail(limit - 1, "", IP)
+        clock.now += 10
+        refused = throttling.reserve("", IP)
+        assert (refused.allowed, refused.retry_after) == (False, WINDOW - 10)
+        # Both of its keys end with the window.
+        clock.now += WINDOW - 10
+        fail(limit, "", IP)
+        assert throttling.reserve("", IP).retry_after == WINDOW
+
+
+def test_the_race_fallback_counts_its_attempt_once(clock):
+    from tests.caches import VanishingLocMemCache
+
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "vanishing": {"BACKEND": "tests.caches.VanishingLocMemCache"},
+    }
+    with override_settings(
+        CACHES=caches,
+        CHATAUTH={"CACHE_ALIAS": "vanishing", "LOGIN_FAILURE_LIMIT": 1},
+    ):
+        VanishingLocMemCache.vanish = True
+        assert throttling.reserve("", "198.51.100.1").allowed
+        assert not throttling.reserve("", "198.51.100.1").allowed
+
+
+def test_counts_end_with_their_window(clock):
+    fail(10, "alice")
+    assert not throttling.reserve("alice", "198.51.100.1").allowed
+    clock.now += WINDOW
+    fail(10, "alice")
+
+
+def test_any_username_is_counted_even_one_that_is_not_valid_unicode(clock):
+    # A lone surrogate cannot be encoded strictly: counted all the same.
+    fail(10, "\ud800")
+    assert not throttling.reserve("\ud800", "203.0.113.9").allowed
+
+
+def test_the_throttle_fails_closed_when_its_cache_is_down(user):
+    """A Redis cache with no server behind it (no redis-server needed)."""
+    from chatauth.exceptions import ServiceUnavailable
+    from tests.caches import cache_down
+
+    with cache_down():
+        with pytest.raises(ServiceUnavailable):
+            throttling.reserve("alice", "198.51.100.1")
+        response = attempt("alice", PASSWORD)
+        assert response.status_code == 503
+        assert "access_token" not in response.json()
+        # A success's attempt cannot be given back: the login stands anyway.
+        throttling.release(throttling.Reservation(("k",), True, 0))
+
+
+def test_a_throttled_backend_says_how_long():
+    error = throttling.LoginThrottled(42)
+    assert error.retry_after == 42
+
+
+def test_unlocking_unknown_frees_the_shared_bucket_of_unknown_addresses(clock):
+    for i in range(10):
+        fail(1, f"user{i}", None)
+    assert not throttling.reserve("bob", None).allowed
+    assert throttling.unlock("unknown") == "username"
+    assert throttling.reserve("bob", None).allowed

@@ -360,3 +360,39 @@ def test_bad_chainlit_tokens_refused(api, claims):
 def test_chainlit_token_signed_with_another_secret_refused(api):
     payload = {"identifier": "carol", "metadata": {}, "exp": int(time.time()) + 600}
     assert_refused(api, forge(payload, key="chainlit-other-secret-" + "c" * 30))
+
+
+# --- Limits at N and N + 1 ------------------------------------------------------------
+
+
+def chainlit_token_of_length(length: int) -> str:
+    """A well-signed Chainlit-format token exactly ``length`` characters long."""
+    for pad in range(length):
+        for extra in ("", "x", "xy"):
+            token = chainlit_token("alice", {"pad": "p" * pad, "e": extra})
+            if len(token) == length:
+                return token
+            if len(token) > length + 8:
+                break
+    raise AssertionError(f"no token of {length} characters")
+
+
+def test_the_token_length_limit_is_8192_characters():
+    assert tokens.MAX_TOKEN_LENGTH == 8192
+    longest = chainlit_token_of_length(8192)
+    assert tokens.decode(longest)["identifier"] == "alice"
+    too_long = chainlit_token_of_length(8193)
+    with pytest.raises(TokenError):
+        tokens.decode(too_long)  # well signed, but refused before any parsing
+
+
+@pytest.mark.parametrize("length", [1, 255])
+def test_a_chainlit_identifier_of_1_to_255_characters_is_accepted(length):
+    verified = tokens.verify_signed(chainlit_token("a" * length))
+    assert verified.identifier == "a" * length
+
+
+@pytest.mark.parametrize("identifier", ["", "a" * 256])
+def test_a_chainlit_identifier_of_0_or_256_characters_is_refused(identifier):
+    with pytest.raises(TokenError):
+        tokens.verify_signed(chainlit_token(identifier))
