@@ -205,5 +205,6 @@ async def verify_view(request: HttpRequest) -> HttpResponse:
     for name, value in headers:
         response.headers[name.decode()] = value.decode("latin-1")
     if status == 401:
-        await sync_to_async(_audit, thread_sensitive=False)(reason, request=request)
+        # On the request's own thread and connection, as the check above.
+        await sync_to_async(_audit)(reason, request=request)
     return response
