@@ -190,6 +190,7 @@
     ".user{align-self:flex-end;background:#1d4ed8;color:#fff}" +
     ".assistant{align-self:flex-start;background:#f3f4f6}" +
     ".notice{align-self:center;font-size:12px;color:#4b5563;text-align:center}" +
+    ".system{align-self:flex-start;font-style:italic;color:#4b5563;border:1px dashed #d1d5db}" +
     "form{display:flex;gap:8px;padding:10px;border-top:1px solid #e5e7eb;margin:0}" +
     "textarea{flex:1;min-height:44px;max-height:140px;resize:none;font:inherit;color:inherit;padding:10px;border:1px solid #6b7280;border-radius:8px}" +
     ".send{min-width:68px;min-height:44px;border:0;border-radius:8px;background:#1d4ed8;color:#fff;font:inherit;font-weight:600;cursor:pointer}" +
@@ -528,7 +529,7 @@
 
     function bubble(kind, text) {
       var node = el("div", { class: "msg " + kind });
-      if (kind !== "notice") node.appendChild(el("span", { class: "sr" }, kind === "user" ? T.you : T.bot));
+      if (kind === "user" || kind === "assistant") node.appendChild(el("span", { class: "sr" }, kind === "user" ? T.you : T.bot));
       var body = el("span");
       body.textContent = text;
       node.appendChild(body);
@@ -740,8 +741,8 @@
       emit("chatauth:message", { content: content });
     }
 
-    /** Send `text` as the user's (shown), or with Chainlit's
-     * type "system_message" from the page (not shown; the server sees its type). */
+    /** Send `text` as the user's, or with Chainlit's type "system_message" from
+     * the page (shown apart from the user's messages; the server sees its type). */
     function send(text, type) {
       text = String(text == null ? "" : text);
       if (!text.trim() || state !== "connected" || !ws) return false;
@@ -754,7 +755,8 @@
         return false;
       }
       ws.send(frame);
-      if (!message.message_type) bubble("user", text);
+      // A page's system message shows on the assistant's side, as Chainlit shows it.
+      bubble(message.message_type ? "system" : "user", text);
       reply = null; // what comes next is a new reply
       return true;
     }
