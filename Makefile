@@ -12,7 +12,7 @@ OWN_SERVER_TESTS := tests/test_widget_browser.py tests/test_chainlit_compat.py \
 	tests/security/test_schemathesis.py tests/security/test_bruteforce.py \
 	tests/security/test_secrets_leak.py tests/security/test_faults.py \
 	tests/security/test_static.py tests/test_deploy_audit.py \
-	tests/test_forwardauth_proxy.py
+	tests/test_forwardauth_proxy.py tests/test_copilot_parity.py
 # A fresh startproject per Django version: the PostgreSQL pass would repeat it
 # (the Django 6 pass does not).
 QUICKSTART_TESTS := tests/test_quickstart.py

@@ -9,6 +9,7 @@ The public API mirrors Chainlit's::
 """
 
 from chatauth.context import user_session
+from chatauth.functions import CopilotFunction
 from chatauth.hooks import (
     User,
     header_auth_callback,
@@ -18,6 +19,7 @@ from chatauth.hooks import (
 )
 
 __all__ = [
+    "CopilotFunction",
     "User",
     "header_auth_callback",
     "oauth_callback",

@@ -54,6 +54,36 @@ def check_secret(app_configs: Any = None, **kwargs: Any) -> list:
     return errors
 
 
+def _chainlit_interop() -> list:
+    """Settings that break token exchange with Chainlit while it is on."""
+    if not settings.ACCEPT_CHAINLIT_TOKENS:
+        return []
+    errors: list = []
+    if settings.AUDIENCE:
+        errors.append(
+            Warning(
+                "CHATAUTH['AUDIENCE'] is set while ACCEPT_CHAINLIT_TOKENS is on: "
+                "Chainlit refuses chatauth's tokens (PyJWT refuses an 'aud' its "
+                "decoder names none for) and chatauth refuses Chainlit's (they "
+                "carry no 'aud').",
+                hint="Unset AUDIENCE to share tokens with a Chainlit server, or "
+                "turn ACCEPT_CHAINLIT_TOKENS off if you do not.",
+                id="chatauth.W021",
+            )
+        )
+    if settings.ISSUER:
+        errors.append(
+            Warning(
+                "CHATAUTH['ISSUER'] is set while ACCEPT_CHAINLIT_TOKENS is on: "
+                "chatauth refuses every token Chainlit mints (they carry no 'iss').",
+                hint="Unset ISSUER to accept Chainlit's tokens, or turn "
+                "ACCEPT_CHAINLIT_TOKENS off if you do not.",
+                id="chatauth.W022",
+            )
+        )
+    return errors
+
+
 @register()
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
     errors: list = []
@@ -102,6 +132,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                     id="chatauth.E012",
                 )
             )
+    errors += _chainlit_interop()
     if settings.ALLOW_QUERY_STRING_TOKEN:
         errors.append(
             Warning(

@@ -72,6 +72,17 @@ DEFAULTS: dict[str, Any] = {
     # The chat handler, ``handler(content, send)``, sync or async: each
     # ``{"type": "message"}`` a client sends is handed to it.
     "ON_MESSAGE": "chatauth.handlers.echo",
+    # Called as ``handler(thread_id, send)``, sync or async, when a page names
+    # its conversation (Chainlit's copilot thread, on connect and when the page
+    # starts a new one), in order with the messages; None: the thread id is
+    # only kept in ``user_session["thread_id"]``.  Use it to resume a thread.
+    "ON_THREAD": None,
+    # --- Page functions (chatauth.CopilotFunction) --------------------------------
+    # Seconds a handler waits for the page to answer a call (Chainlit's 300).
+    "COPILOT_FUNCTION_TIMEOUT": 300,
+    # Page calls one chat session may have waiting at once; one more raises
+    # chatauth.functions.TooManyCalls in the handler.
+    "MAX_PENDING_CALLS": 16,
     # --- Login throttling ------------------------------------------------------
     # Failed password checks allowed per username and per client address within
     # the window, on every door that calls ``authenticate()`` (through
@@ -202,7 +213,7 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
-IMPORT_STRINGS = ("ADAPTER", "ON_MESSAGE")
+IMPORT_STRINGS = ("ADAPTER", "ON_MESSAGE", "ON_THREAD")
 #: Former names still read: new name -> old name.
 RENAMED = {"CHAINLIT_TOKEN_MAX_LIFETIME": "CHAINLIT_TOKEN_LIFETIME"}
 TIMEDELTAS = (

@@ -11,6 +11,18 @@ Wrap it in :func:`chatauth.middleware.ChatAuthMiddlewareStack` (the demo's
   (the token is revoked, ``on_logout`` hooks run with ``(None, None)``: there is
   no HTTP request or response), then close 4410;
 * ``{"type": "ping"}`` → ``{"type": "pong"}`` (browsers cannot send ping frames);
+* ``{"type": "message", "content", "message_type": "system_message"}``: a
+  message the host page sent (Chainlit's ``sendChainlitMessage`` with a
+  ``type``), handed to the handler like any other;
+  ``chatauth.user_session.get("message_type")`` tells them apart;
+* ``{"type": "thread", "thread_id"}`` from the client names the conversation
+  (Chainlit's copilot thread, kept by the page); the server answers with the
+  same frame once it is in ``user_session["thread_id"]`` and, if
+  ``CHATAUTH["ON_THREAD"]`` is set, has run it (in order with the messages);
+* ``{"type": "call_fn", "id", "name", "args"}`` from the server asks the page
+  to run a function (:class:`chatauth.CopilotFunction`); the page answers
+  ``{"type": "call_fn_result", "id", "result"}``.  A result for an id that is
+  not pending (answered, timed out, made up) is ignored;
 * anything else → ``{"type": "error", "code", "detail"}``, and close 4400 after
   ``MAX_PROTOCOL_ERRORS`` of them.
 
@@ -38,6 +50,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 import uuid
 from collections import deque
@@ -64,6 +77,7 @@ from chatauth.constants import (
 )
 from chatauth.context import activate, reset
 from chatauth.exceptions import TokenError
+from chatauth.functions import PendingCalls
 from chatauth.internal.cache import is_local as is_local_cache
 from chatauth.internal.calls import acall
 from chatauth.internal.http import scope_client
@@ -99,7 +113,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self._expiry: asyncio.TimerHandle | None = None
         self._closer: asyncio.Task[None] | None = None
         self._handler: asyncio.Task[None] | None = None
-        self._inbox: deque[Any] = deque()
+        self._inbox: deque[tuple[str, Any, str]] = deque()
+        self.calls = PendingCalls()
         self._recent: deque[float] | None = None
         self._errors = 0
         self.groups_joined_at = 0.0
@@ -306,7 +321,29 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 return await self._protocol_error(
                     "invalid_message", "A message needs a content."
                 )
-            return await self._enqueue(payload["content"])
+            message_type = payload.get("message_type", USER_MESSAGE)
+            if not isinstance(message_type, str) or message_type not in MESSAGE_TYPES:
+                return await self._protocol_error(
+                    "invalid_message", "Unknown message_type."
+                )
+            return await self._enqueue("message", payload["content"], message_type)
+        if kind == "thread":
+            thread_id = payload.get("thread_id")
+            if not isinstance(thread_id, str) or not THREAD_ID_RE.fullmatch(thread_id):
+                return await self._protocol_error(
+                    "invalid_thread", "thread_id must be 1-64 of A-Z a-z 0-9 _ -."
+                )
+            return await self._enqueue("thread", thread_id, "")
+        if kind == "call_fn_result":
+            call_id = payload.get("id")
+            if not isinstance(call_id, str) or len(call_id) > 64:
+                return await self._protocol_error(
+                    "invalid_message", "call_fn_result needs the call's id."
+                )
+            # Unknown, answered or timed-out ids are ignored: a page may answer
+            # late, and ids are not guessable anyway (see PendingCalls).
+            self.calls.resolve(call_id, payload.get("result"))
+            return None
         if kind == "ping":
             return await self._send_json({"type": "pong"})
         if kind == "logout":
@@ -347,24 +384,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # --- on_message -----------------------------------------------------------------
 
-    async def _enqueue(self, content: Any) -> None:
+    async def _enqueue(self, kind: str, value: Any, message_type: str) -> None:
         # Messages wait here while a handler runs; the rate limit bounds them,
         # and a backlog over one rate window's worth is flooding all the same.
         if len(self._inbox) >= settings.MESSAGE_RATE[0]:
             return await self._close(CloseCode.RATE_LIMITED)
-        self._inbox.append(content)
+        self._inbox.append((kind, value, message_type))
         if self._handler is None or self._handler.done():
             self._handler = asyncio.ensure_future(self._run_handlers())
 
     async def _run_handlers(self) -> None:
         if self._checked is not None:
             await asyncio.shield(self._checked)
-        context = activate(self.user_session)
+        context = activate(self.user_session, self)
         try:
             while self._inbox and not self.closing:
-                content = self._inbox.popleft()
+                kind, value, message_type = self._inbox.popleft()
                 try:
-                    await acall(settings.ON_MESSAGE, content, Reply(self))
+                    if kind == "thread":
+                        await self._switch_thread(value)
+                        continue
+                    self.user_session["message_type"] = message_type
+                    await acall(settings.ON_MESSAGE, value, Reply(self))
                 except SessionClosed:
                     return
                 except Exception:
@@ -380,6 +421,30 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     )
         finally:
             reset(context)
+
+    async def _switch_thread(self, thread_id: str) -> None:
+        """The page named its conversation: keep it, let ``ON_THREAD`` resume
+        it (replay its history, say), then confirm it to the page."""
+        self.user_session["thread_id"] = thread_id
+        if settings.ON_THREAD is not None:
+            await acall(settings.ON_THREAD, thread_id, Reply(self))
+        if self.closing:
+            raise SessionClosed()
+        await self._send_json({"type": "thread", "thread_id": thread_id})
+
+    async def call_page(self, name: str, args: Any, timeout: float) -> Any:
+        """Ask the page to run ``name(args)``; its result, or
+        :class:`asyncio.TimeoutError` after ``timeout`` seconds."""
+        if self.closing:
+            raise SessionClosed()
+        call_id, future = self.calls.start()
+        try:
+            await self._send_json(
+                {"type": "call_fn", "id": call_id, "name": name, "args": args}
+            )
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self.calls.forget(call_id)
 
     async def send_message(self, content: Any) -> None:
         """Send one ``{"type": "message"}`` reply (what a handler's ``send`` does)."""
@@ -426,6 +491,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """No more handler code and no more timers, from now on."""
         self.closing = True
         self._inbox.clear()
+        self.calls.cancel_all()
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
@@ -479,6 +545,13 @@ class Reply:
         except RuntimeError:  # a sync handler's thread
             return async_to_sync(self.consumer.send_message)(content)
         return self.consumer.send_message(content)
+
+
+USER_MESSAGE = "user_message"
+#: What a client message may be (Chainlit's types of a message a page sends).
+MESSAGE_TYPES = frozenset({USER_MESSAGE, "system_message"})
+#: A thread id: a UUID, as Chainlit's copilot makes, or any short opaque id.
+THREAD_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _size(text: str) -> int:

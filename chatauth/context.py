@@ -14,6 +14,8 @@ from typing import Any
 _current: ContextVar[dict[str, Any] | None] = ContextVar(
     "chatauth_user_session", default=None
 )
+#: The chat consumer whose handler is running (for :class:`chatauth.CopilotFunction`).
+_socket: ContextVar[Any] = ContextVar("chatauth_socket", default=None)
 
 
 class UserSession:
@@ -38,13 +40,21 @@ class UserSession:
         return key in (_current.get() or {})
 
 
-def activate(data: dict[str, Any]) -> Any:
-    """Make ``data`` the current session's store; returns a token for :func:`reset`."""
-    return _current.set(data)
+def activate(data: dict[str, Any], socket: Any = None) -> Any:
+    """Make ``data`` the current session's store (and ``socket`` its chat
+    consumer); returns a token for :func:`reset`."""
+    return _current.set(data), _socket.set(socket)
 
 
 def reset(token: Any) -> None:
-    _current.reset(token)
+    data, socket = token
+    _socket.reset(socket)
+    _current.reset(data)
+
+
+def current_socket() -> Any:
+    """The chat consumer of the running handler, or None outside one."""
+    return _socket.get()
 
 
 user_session = UserSession()

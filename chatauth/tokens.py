@@ -61,6 +61,10 @@ if TYPE_CHECKING:
 #: Longer input is refused before any parsing (a JWT of ours is well under 2 KB).
 MAX_TOKEN_LENGTH = 8192
 TYPE_CLAIM = "token_type"
+#: The exact issue time (epoch seconds, to the millisecond) of a token whose
+#: ``iat`` is backdated for other verifiers' sake (:class:`CopilotToken`).
+#: Revocation compares this one; a token without it, its ``iat``.
+ISSUED_AT_CLAIM = "chatauth_iat"
 #: Lineage claims (see the module docstring).
 FAMILY_CLAIM = "fam"
 SESSION_CLAIM = "sid"
@@ -185,8 +189,26 @@ class RefreshToken(ChatToken):
 
 
 class CopilotToken(ChatToken):
+    """A copilot token: also meant for a Chainlit server, so skew-tolerant.
+
+    Chainlit checks tokens with PyJWT and no leeway, and PyJWT refuses an
+    ``iat`` in its future: a token minted on a host whose clock runs a few
+    seconds ahead of Chainlit's would be refused until the clocks agree.  So
+    ``iat`` is backdated by ``LEEWAY`` (the skew chatauth tolerates itself),
+    and the exact issue time, which logout-everywhere compares with, is in
+    :data:`ISSUED_AT_CLAIM`.
+    """
+
     token_type = TokenType.COPILOT
     lifetime_setting = "COPILOT_TOKEN_LIFETIME"
+
+    def set_iat(self, claim: str = "iat", at_time: Any = None) -> None:
+        at_time = at_time or self.current_time
+        super().set_iat(ISSUED_AT_CLAIM, at_time)
+        if claim == "iat":
+            self.payload["iat"] = int((at_time - settings.LEEWAY).timestamp())
+        else:
+            super().set_iat(claim, at_time)
 
 
 @dataclass(frozen=True)
@@ -388,13 +410,26 @@ def _lineage(claims: dict[str, Any]) -> tuple[str, ...]:
     return tuple(found)
 
 
+def _issued_at(claims: dict[str, Any]) -> float | None:
+    """When the token was issued: its exact :data:`ISSUED_AT_CLAIM` if any
+    (refused in the future beyond ``LEEWAY``, as PyJWT refuses such an
+    ``iat``), else its ``iat``."""
+    exact = claims.get(ISSUED_AT_CLAIM)
+    if exact is None:
+        return _number(claims, "iat")
+    exact = _number(claims, ISSUED_AT_CLAIM)
+    if exact is None or exact > time.time() + settings.LEEWAY.total_seconds():
+        raise TokenError()
+    return exact
+
+
 def classify(claims: dict[str, Any], raw: str) -> VerifiedToken:
     """Work out the type, user, denylist key and lineage of decoded ``claims``."""
     token_type = claims.get(TYPE_CLAIM)
     expires_at = _number(claims, "exp")
     if expires_at is None:
         raise TokenError()
-    issued_at = _number(claims, "iat")
+    issued_at = _issued_at(claims)
     if token_type is None:
         # Chainlit's own format: {"identifier", "metadata", "exp"}, no type, no jti.
         if not settings.ACCEPT_CHAINLIT_TOKENS:

@@ -12,9 +12,11 @@ Chainlit 2.x checks a token in ``chainlit/auth/jwt.py::decode_jwt``: PyJWT,
 before the rest becomes a ``User``), then ``User(**claims)``, a pydantic
 dataclass that ignores unknown fields.  So chatauth's own claims (``jti``,
 ``iat``, ``token_type``, ``user_id``) pass, ``identifier``/``display_name``/
-``metadata`` are what Chainlit reads, and no change to chatauth is needed.  One
-setting breaks it: ``CHATAUTH["AUDIENCE"]`` adds an ``aud`` claim, which PyJWT
-refuses when the decoder names no audience (asserted below).
+``metadata`` are what Chainlit reads.  PyJWT refuses an ``iat`` in the future
+with no leeway, so a copilot token's ``iat`` is backdated (its exact time is in
+``chatauth_iat``): a host clock ahead of Chainlit's is tolerated.  One setting
+breaks it: ``CHATAUTH["AUDIENCE"]`` adds an ``aud`` claim, which PyJWT refuses
+when the decoder names no audience (asserted below; ``chatauth.W021`` warns).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from unittest import mock
 
 import httpx
 import jwt
@@ -216,6 +219,27 @@ def test_chainlit_refuses_what_it_should(chainlit, alice):
     ):
         with_audience = str(issue_copilot_token(alice))
     assert chainlit_user(chainlit, with_audience).status_code == 401
+
+
+def test_a_copilot_token_minted_on_a_clock_ahead_is_accepted(chainlit, alice):
+    """Chainlit decodes with PyJWT and no leeway, and PyJWT refuses an ``iat``
+    in its future.  A host whose clock runs 3 s ahead of Chainlit's still gets
+    its copilot tokens accepted: their ``iat`` is backdated by LEEWAY, the exact
+    time is in ``chatauth_iat``."""
+    ahead = datetime.now(UTC) + timedelta(seconds=3)
+    with mock.patch("rest_framework_simplejwt.tokens.aware_utcnow", lambda: ahead):
+        token = issue_copilot_token(alice)
+    assert token["chatauth_iat"] == pytest.approx(ahead.timestamp(), abs=0.001)
+    response = chainlit_user(chainlit, str(token))
+    assert response.status_code == 200, response.text
+    assert response.json()["identifier"] == "alice"
+    # The same token with its exact time as iat: what Chainlit refused before.
+    claims = jwt.decode(str(token), options={"verify_signature": False})
+    claims["iat"] = int(ahead.timestamp()) + 1
+    exact = jwt.encode(claims, os.environ["CHATAUTH_SECRET"], algorithm="HS256")
+    assert chainlit_user(chainlit, exact).status_code == 401
+    # And chatauth itself reads the exact time for revocation.
+    assert verify_token(str(token)).issued_at == token["chatauth_iat"]
 
 
 # --- Chainlit's own tokens, accepted by chatauth --------------------------------------

@@ -76,6 +76,23 @@ def test_settings_checks():
     assert any("not-an-ip" in m.msg for m in found)
 
 
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"AUDIENCE": "chat"}, {"chatauth.W021"}),
+        ({"ISSUER": "https://auth.example.com"}, {"chatauth.W022"}),
+        ({"AUDIENCE": "chat", "ISSUER": "x"}, {"chatauth.W021", "chatauth.W022"}),
+        ({"AUDIENCE": "chat", "ACCEPT_CHAINLIT_TOKENS": False}, set()),
+        ({"ISSUER": "x", "ACCEPT_CHAINLIT_TOKENS": False}, set()),
+    ],
+)
+def test_settings_that_break_chainlit_interop_warn(options, expected):
+    with override_settings(CHATAUTH={"SECRET": LONG_SECRET, **options}):
+        found = checks.check_settings()
+    assert ids(found) == expected
+    assert all(m.is_serious() is False for m in found)  # warnings, not errors
+
+
 def test_test_settings_are_clean():
     assert ids(checks.check_settings()) == set()
     assert ids(checks.check_secret()) == set()

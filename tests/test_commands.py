@@ -73,7 +73,7 @@ def test_token_works_on_me(api):
     }
     claims = jwt.decode(raw, options={"verify_signature": False})
     assert claims["token_type"] == "copilot"
-    assert claims["exp"] - claims["iat"] == pytest.approx(15 * 86400, abs=1)
+    assert claims["exp"] - claims["chatauth_iat"] == pytest.approx(15 * 86400, abs=1)
 
 
 def test_token_with_display_name_metadata_and_ttl(api, user):
@@ -93,7 +93,7 @@ def test_token_with_display_name_metadata_and_ttl(api, user):
         "metadata": {"plan": "pro"},
     }
     claims = tokens.decode(raw)
-    assert claims["exp"] - claims["iat"] == pytest.approx(120, abs=1)
+    assert claims["exp"] - claims["chatauth_iat"] == pytest.approx(120, abs=1)
     assert Profile.objects.get(user=user).metadata == {"plan": "pro"}
 
 

@@ -325,3 +325,42 @@ def test_demo_pages(user):
     client.post("/accounts/logout/")
     with pytest.raises(TokenRevoked):
         verify_token(config["accessToken"])
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("title", "'Help'"),
+        ("refresh", "True"),
+        ("login_url", "'/login/'"),
+        ("anonymous", "True"),
+        ("server", "'https://chat.example'"),
+        ("path", "'ws/x/'"),
+    ],
+)
+def test_chainlit_mode_refuses_what_chainlits_widget_cannot_apply(user, option, value):
+    source = (
+        f'{{% copilot_widget chainlit_server="https://c.example" {option}={value} %}}'
+    )
+    for who in (user, None):  # for an anonymous visitor too: a template bug
+        with pytest.raises(TemplateSyntaxError, match=f"{option}="):
+            render(source, make_request(who))
+
+
+def test_chainlit_mode_honours_open_and_refresh_false(user):
+    html = render(
+        '{% copilot_widget chainlit_server="https://c.example" open=True '
+        'refresh=False nonce="n0nce" %}',
+        make_request(user),
+    )
+    _, config = island(html)
+    assert config["opened"] is True  # Chainlit's name for open
+    assert set(config) == {"chainlitServer", "accessToken", "opened"}
+    assert 'nonce="n0nce"' in html
+    _, closed = island(
+        render(
+            '{% copilot_widget chainlit_server="https://c.example" %}',
+            make_request(user),
+        )
+    )
+    assert "opened" not in closed

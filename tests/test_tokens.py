@@ -91,9 +91,9 @@ def test_pair_response_shape(user):
 def test_copilot_token_lifetime(user):
     default = claims_of(str(tokens.issue_copilot_token(user)))
     assert default["token_type"] == "copilot"
-    assert default["exp"] - default["iat"] == pytest.approx(15 * 86400, abs=1)
+    assert default["exp"] - default["chatauth_iat"] == pytest.approx(15 * 86400, abs=1)
     short = claims_of(str(tokens.issue_copilot_token(user, timedelta(seconds=60))))
-    assert short["exp"] - short["iat"] == pytest.approx(60, abs=1)
+    assert short["exp"] - short["chatauth_iat"] == pytest.approx(60, abs=1)
 
 
 def test_lifetimes_follow_settings(user):
@@ -396,3 +396,51 @@ def test_a_chainlit_identifier_of_1_to_255_characters_is_accepted(length):
 def test_a_chainlit_identifier_of_0_or_256_characters_is_refused(identifier):
     with pytest.raises(TokenError):
         tokens.verify_signed(chainlit_token(identifier))
+
+
+# --- Clock skew: copilot tokens for a Chainlit server ---------------------------------
+
+
+def test_copilot_token_backdates_iat_and_keeps_the_exact_time(user):
+    before = time.time()
+    claims = claims_of(str(tokens.issue_copilot_token(user)))
+    after = time.time()
+    # The exact issue time, to the millisecond, in the private claim ...
+    assert before - 0.001 <= claims[tokens.ISSUED_AT_CLAIM] <= after + 0.001
+    # ... and a standard iat backdated by LEEWAY (10 s), whole seconds, for a
+    # verifier with no leeway (Chainlit's PyJWT) on a clock up to 10 s behind.
+    assert isinstance(claims["iat"], int)
+    assert claims[tokens.ISSUED_AT_CLAIM] - claims["iat"] == pytest.approx(10, abs=1)
+    verified = tokens.verify_token(str(tokens.issue_copilot_token(user)))
+    assert verified.issued_at > claims["iat"] + 9  # the exact one is compared
+
+
+def test_logout_everywhere_still_refuses_backdated_copilot_tokens(user):
+    from chatauth import revocation
+
+    before = tokens.issue_copilot_token(user)
+    revocation.revoke_user(user)
+    with pytest.raises(TokenRevoked):
+        tokens.verify_token(str(before))
+    # Minted right after the logout: its iat is older than the logout, but
+    # the exact time is not, so it is accepted (backdating must not refuse it).
+    after = tokens.issue_copilot_token(user)
+    assert after["iat"] < time.time() - 9
+    assert str(tokens.verify_token(str(after)).user_pk) == str(user.pk)
+
+
+def test_old_copilot_tokens_without_the_private_claim_still_work(user):
+    claims = claims_of(str(tokens.issue_copilot_token(user)))
+    del claims[tokens.ISSUED_AT_CLAIM]
+    claims["iat"] = time.time()
+    raw = forge(claims)
+    assert tokens.verify_token(raw).issued_at == pytest.approx(claims["iat"])
+
+
+@pytest.mark.parametrize("value", ["soon", True, [1], "FUTURE"])
+def test_a_bad_or_future_private_issue_time_is_refused(user, value):
+    claims = claims_of(str(tokens.issue_copilot_token(user)))
+    claims[tokens.ISSUED_AT_CLAIM] = time.time() + 60 if value == "FUTURE" else value
+    raw = forge(claims)
+    with pytest.raises(TokenError):
+        tokens.verify_token(raw)

@@ -21,6 +21,12 @@
     ``window.mountChainlitWidget({chainlitServer, accessToken})`` with a chatauth
     token, which a Chainlit app accepts when its ``CHAINLIT_AUTH_SECRET`` is
     chatauth's secret (Chainlit's copilot set-up, with Django as the host site).
+    ``open`` becomes Chainlit's ``opened``, ``refresh=False`` and ``nonce`` hold
+    as they are; every option Chainlit's widget cannot apply (``title``: the
+    Chainlit app names itself; ``refresh``: it cannot renew a token;
+    ``login_url`` and ``anonymous``: it has no signed-out state; ``server`` and
+    ``path``: chatauth's chat server) is a ``TemplateSyntaxError`` naming it,
+    never silently dropped.
 
 ``{% copilot_token as token %}``
     Just the token ("" for an anonymous visitor), for a page that mounts the
@@ -92,6 +98,31 @@ def _token_url() -> str | None:
         return None
 
 
+#: Options Chainlit's own widget cannot apply, and why.
+_NOT_FOR_CHAINLIT = {
+    "title": "the Chainlit app's own name is its title",
+    "refresh": "Chainlit's widget cannot renew a token (refresh=False is fine)",
+    "login_url": "Chainlit's widget has no signed-out state to link from",
+    "anonymous": "Chainlit's widget needs a token",
+    "server": "server= is chatauth's chat server; use one or the other",
+    "path": "path= is chatauth's chat socket; use one or the other",
+}
+
+
+def _refuse_for_chainlit(**given: Any) -> None:
+    """A TemplateSyntaxError for the first option given that Chainlit's own
+    widget would silently drop."""
+    for option, value in given.items():
+        if value is None or value is False:
+            continue
+        if option == "title" and value == "":
+            continue
+        raise template.TemplateSyntaxError(
+            f"copilot_widget: {option}= cannot be applied with chainlit_server= "
+            f"({_NOT_FOR_CHAINLIT[option]})."
+        )
+
+
 @register.simple_tag(takes_context=True)
 def copilot_token(context: template.Context) -> str:
     """A copilot token for ``request.user``; "" for an anonymous visitor."""
@@ -106,7 +137,7 @@ def copilot_widget(
     path: str | None = None,
     title: str | None = None,
     open: bool = False,  # the widget's own name for the option
-    refresh: bool = True,
+    refresh: bool | None = None,  # None: True, except with chainlit_server
     anonymous: bool = False,
     login_url: str | None = None,
     chainlit_server: str | None = None,
@@ -114,23 +145,34 @@ def copilot_widget(
 ) -> dict[str, Any]:
     """The copilot widget for ``request.user`` (see the module docstring)."""
     request = _request(context)
+    if chainlit_server is not None:
+        _refuse_for_chainlit(
+            title=title,
+            refresh=refresh,
+            login_url=login_url,
+            anonymous=anonymous,
+            server=server,
+            path=path,
+        )
+        server_url = _http_url(chainlit_server, "chainlit_server")
     token = copilot.token_for_request(request)
     if token is None and not anonymous:
         return {"widget": None}
     config_id = "chatauth-copilot-" + secrets.token_hex(6)
     if chainlit_server is not None:
-        if token is None:  # Chainlit's widget cannot do anything without one
-            return {"widget": None}
-        server_url = _http_url(chainlit_server, "chainlit_server")
+        config = {"chainlitServer": server_url, "accessToken": token}
+        if open:
+            config["opened"] = True  # Chainlit's name for it
         return {
             "widget": {
                 "chainlit": True,
                 "config_id": config_id,
-                "config": {"chainlitServer": server_url, "accessToken": token},
+                "config": config,
                 "src": f"{server_url}/copilot/index.js",
                 "nonce": nonce,
             }
         }
+    refresh = True if refresh is None else refresh
     config: dict[str, Any] = {"accessToken": token, "open": bool(open)}
     if server:
         config["server"] = _http_url(server, "server")

@@ -1,7 +1,11 @@
 /*! chatauth copilot widget | MIT
  *
  * window.mountChatWidget({server, accessToken, getAccessToken, title, open, path})
- * window.mountChainlitWidget({chainlitServer, accessToken})   (Chainlit's name)
+ * window.mountChainlitWidget({chainlitServer, accessToken, opened, expanded,
+ *   displayMode, theme, language, button: {imageUrl, className}, customCssUrl,
+ *   additionalQueryParamsForAPI})   (Chainlit's copilot API, same meanings)
+ * window.getChainlitCopilotThreadId(), clearChainlitCopilotThreadId([id]),
+ * the "chainlit-call-fn" window event ({name, args, callback}).
  *
  * A launcher button opens a chat panel that talks to chatauth's `ws/chat/`:
  * the token travels as the WebSocket subprotocol pair ["chatauth.bearer", <jwt>]
@@ -22,17 +26,144 @@
   "use strict";
 
   var PROTOCOL = "chatauth.bearer";
-  var STATUS = {
-    idle: "",
-    connecting: "Connecting\u2026",
-    connected: "Connected",
-    reconnecting: "Connection lost. Reconnecting\u2026",
-    offline: "You are offline. Waiting for the network\u2026",
-    expired: "Session expired. Renewing\u2026",
-    "signed-out": "You have been signed out.",
-    anonymous: "Sign in to chat with the assistant.",
-    error: "The chat is unavailable."
+  // UI text per language (Chainlit's `language` option; default the browser's).
+  var TEXT = {
+    en: {
+      connecting: "Connecting\u2026",
+      connected: "Connected",
+      reconnecting: "Connection lost. Reconnecting\u2026",
+      offline: "You are offline. Waiting for the network\u2026",
+      expired: "Session expired. Renewing\u2026",
+      "signed-out": "You have been signed out.",
+      anonymous: "Sign in to chat with the assistant.",
+      error: "The chat is unavailable.",
+      foreign: "This chat server does not answer. Is it a chatauth server?",
+      chat: "Chat",
+      unread: "Chat (new messages)",
+      close: "Close chat",
+      expand: "Expand",
+      sidebar: "Show as sidebar",
+      title: "Assistant",
+      signIn: "Sign in",
+      retry: "Try again",
+      log: "Conversation",
+      placeholder: "Type a message",
+      label: "Message",
+      send: "Send",
+      you: "You: ",
+      bot: "Assistant: ",
+      as: "Signed in as ",
+      long: "That message is too long to send.",
+      longSent: "That message was too long to send.",
+      many: "Too many messages. Please wait a moment.",
+      ended: "Your chat session has expired. Sign in again to continue.",
+      denied: "You are not allowed to use this chat."
+    },
+    fr: {
+      connecting: "Connexion\u2026",
+      connected: "Connect\u00e9",
+      reconnecting: "Connexion perdue. Reconnexion\u2026",
+      offline: "Vous \u00eates hors ligne. En attente du r\u00e9seau\u2026",
+      expired: "Session expir\u00e9e. Renouvellement\u2026",
+      "signed-out": "Vous avez \u00e9t\u00e9 d\u00e9connect\u00e9.",
+      anonymous: "Connectez-vous pour discuter avec l\u2019assistant.",
+      error: "Le chat est indisponible.",
+      foreign: "Ce serveur de chat ne r\u00e9pond pas. Est-ce un serveur chatauth\u00a0?",
+      chat: "Chat",
+      unread: "Chat (nouveaux messages)",
+      close: "Fermer le chat",
+      expand: "Agrandir",
+      sidebar: "Afficher en barre lat\u00e9rale",
+      title: "Assistant",
+      signIn: "Se connecter",
+      retry: "R\u00e9essayer",
+      log: "Conversation",
+      placeholder: "Tapez votre message ici\u2026",
+      label: "Message",
+      send: "Envoyer",
+      you: "Vous\u00a0: ",
+      bot: "Assistant\u00a0: ",
+      as: "Connect\u00e9 en tant que ",
+      long: "Ce message est trop long pour \u00eatre envoy\u00e9.",
+      longSent: "Ce message \u00e9tait trop long pour \u00eatre envoy\u00e9.",
+      many: "Trop de messages. Patientez un instant.",
+      ended: "Votre session a expir\u00e9. Reconnectez-vous pour continuer.",
+      denied: "Vous n\u2019avez pas acc\u00e8s \u00e0 ce chat."
+    },
+    de: {
+      connecting: "Verbinden\u2026",
+      connected: "Verbunden",
+      reconnecting: "Verbindung verloren. Neu verbinden\u2026",
+      offline: "Sie sind offline. Warten auf das Netzwerk\u2026",
+      expired: "Sitzung abgelaufen. Erneuern\u2026",
+      "signed-out": "Sie wurden abgemeldet.",
+      anonymous: "Melden Sie sich an, um mit dem Assistenten zu chatten.",
+      error: "Der Chat ist nicht verf\u00fcgbar.",
+      foreign: "Dieser Chat-Server antwortet nicht. Ist es ein chatauth-Server?",
+      chat: "Chat",
+      unread: "Chat (neue Nachrichten)",
+      close: "Chat schlie\u00dfen",
+      expand: "Vergr\u00f6\u00dfern",
+      sidebar: "Als Seitenleiste anzeigen",
+      title: "Assistent",
+      signIn: "Anmelden",
+      retry: "Erneut versuchen",
+      log: "Unterhaltung",
+      placeholder: "Geben Sie hier Ihre Nachricht ein\u2026",
+      label: "Nachricht",
+      send: "Senden",
+      you: "Sie: ",
+      bot: "Assistent: ",
+      as: "Angemeldet als ",
+      long: "Diese Nachricht ist zu lang zum Senden.",
+      longSent: "Diese Nachricht war zu lang zum Senden.",
+      many: "Zu viele Nachrichten. Bitte warten Sie einen Moment.",
+      ended: "Ihre Sitzung ist abgelaufen. Melden Sie sich erneut an.",
+      denied: "Sie d\u00fcrfen diesen Chat nicht verwenden."
+    },
+    es: {
+      connecting: "Conectando\u2026",
+      connected: "Conectado",
+      reconnecting: "Conexi\u00f3n perdida. Reconectando\u2026",
+      offline: "Est\u00e1s sin conexi\u00f3n. Esperando a la red\u2026",
+      expired: "Sesi\u00f3n caducada. Renovando\u2026",
+      "signed-out": "Se ha cerrado tu sesi\u00f3n.",
+      anonymous: "Inicia sesi\u00f3n para hablar con el asistente.",
+      error: "El chat no est\u00e1 disponible.",
+      foreign: "Este servidor de chat no responde. \u00bfEs un servidor chatauth?",
+      chat: "Chat",
+      unread: "Chat (mensajes nuevos)",
+      close: "Cerrar el chat",
+      expand: "Ampliar",
+      sidebar: "Mostrar como barra lateral",
+      title: "Asistente",
+      signIn: "Iniciar sesi\u00f3n",
+      retry: "Reintentar",
+      log: "Conversaci\u00f3n",
+      placeholder: "Escribe tu mensaje aqu\u00ed\u2026",
+      label: "Mensaje",
+      send: "Enviar",
+      you: "T\u00fa: ",
+      bot: "Asistente: ",
+      as: "Sesi\u00f3n iniciada como ",
+      long: "Ese mensaje es demasiado largo para enviarlo.",
+      longSent: "Ese mensaje era demasiado largo para enviarlo.",
+      many: "Demasiados mensajes. Espera un momento.",
+      ended: "Tu sesi\u00f3n ha caducado. Vuelve a iniciar sesi\u00f3n.",
+      denied: "No tienes permiso para usar este chat."
+    }
   };
+  // Chainlit's localStorage keys: a page that switches between Chainlit's
+  // bundle and this one keeps its thread and display mode.
+  var THREAD_KEY = "chainlit-copilot-thread-id";
+  var THREAD_EVENT = "chainlit-copilot-thread-changed";
+  var MODE_KEY = "chainlit-copilot-displayMode";
+  var WIDTH_KEY = "chainlit-copilot-sidebarWidth";
+  var THREAD_RE = /^[A-Za-z0-9_-]{1,64}$/;
+  // Options this script knows (chatauth's and Chainlit's); any other is warned about.
+  var KNOWN = ("server chainlitServer accessToken getAccessToken tokenUrl csrfToken path title open " +
+    "opened user loginUrl container maxMessageBytes pingInterval handshakeTimeout expanded " +
+    "displayMode theme language button customCssUrl additionalQueryParamsForAPI").split(" ");
   var CSS =
     ":host{all:initial}" +
     "*{box-sizing:border-box}" +
@@ -59,12 +190,25 @@
     ".user{align-self:flex-end;background:#1d4ed8;color:#fff}" +
     ".assistant{align-self:flex-start;background:#f3f4f6}" +
     ".notice{align-self:center;font-size:12px;color:#4b5563;text-align:center}" +
+    ".system{align-self:flex-start;font-style:italic;color:#4b5563;border:1px dashed #d1d5db}" +
     "form{display:flex;gap:8px;padding:10px;border-top:1px solid #e5e7eb;margin:0}" +
     "textarea{flex:1;min-height:44px;max-height:140px;resize:none;font:inherit;color:inherit;padding:10px;border:1px solid #6b7280;border-radius:8px}" +
     ".send{min-width:68px;min-height:44px;border:0;border-radius:8px;background:#1d4ed8;color:#fff;font:inherit;font-weight:600;cursor:pointer}" +
     ".send:disabled{background:#9ca3af;cursor:not-allowed}" +
     ".sr{position:absolute;width:1px;height:1px;margin:-1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap;border:0}" +
-    "@media (max-width:480px){.panel{inset:0;width:100%;height:100%;border-radius:0}.launcher{right:12px;bottom:12px}}";
+    ".launcher img{width:100%;height:100%;border-radius:50%;object-fit:cover}" +
+    ".panel.expanded{width:80vw}" +
+    ".panel.sidebar{top:0;right:0;bottom:0;height:100%;max-width:none;border-radius:0;box-shadow:-2px 0 12px rgba(0,0,0,.2)}" +
+    ".grip{position:absolute;left:0;top:0;width:5px;height:100%;cursor:col-resize}" +
+    ".panel:not(.sidebar) .grip{display:none}" +
+    ".tool{width:36px;height:44px;border:0;background:none;color:inherit;font-size:18px;cursor:pointer;border-radius:8px}" +
+    ".tool[aria-pressed=true]{background:rgba(255,255,255,.2)}" +
+    ":host([data-theme=dark]) .panel{background:#111827;color:#f3f4f6}" +
+    ":host([data-theme=dark]) .assistant,:host([data-theme=dark]) .status{background:#1f2937;color:#e5e7eb}" +
+    ":host([data-theme=dark]) textarea{background:#1f2937;border-color:#4b5563}" +
+    ":host([data-theme=dark]) form{border-color:#374151}" +
+    ":host([data-theme=dark]) .notice{color:#9ca3af}" +
+    "@media (max-width:480px){.panel,.panel.expanded,.panel.sidebar{inset:0;width:100%!important;height:100%;border-radius:0}.launcher{right:12px;bottom:12px}}";
   var ICON =
     '<svg aria-hidden="true" width="28" height="28" viewBox="0 0 24 24" fill="currentColor"><path d="M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z"/></svg>';
   var current = null;
@@ -80,14 +224,76 @@
     return node;
   }
 
-  /** The ws(s):// URL of the chat endpoint under `server` (default: this site). */
-  function socketUrl(server, path) {
+  /** The ws(s):// URL of the chat endpoint under `server` (default: this site),
+   * with Chainlit's additionalQueryParamsForAPI in its query string. */
+  function socketUrl(server, path, params) {
     var base = server || w.location.origin;
     if (base.charAt(base.length - 1) !== "/") base += "/";
     var url = new URL(path || "ws/chat/", base);
     if (url.protocol === "https:") url.protocol = "wss:";
     else if (url.protocol === "http:") url.protocol = "ws:";
+    for (var k in params || {}) {
+      // Never a credential in a URL: proxies and access logs keep them.
+      if (/^(token|access_token)$/i.test(k)) warn("additionalQueryParamsForAPI." + k + " is not sent: no credentials in URLs");
+      else url.searchParams.append(k, String(params[k]));
+    }
     return url.href;
+  }
+
+  function warn(text) {
+    if (w.console) w.console.warn("chatauth copilot: " + text);
+  }
+
+  function stored(key) {
+    try {
+      return w.localStorage.getItem(key);
+    } catch (e) {
+      return null; // storage blocked (third-party context, privacy mode)
+    }
+  }
+
+  function store(key, value) {
+    try {
+      w.localStorage.setItem(key, value);
+    } catch (e) {}
+  }
+
+  function newId() {
+    if (w.crypto && w.crypto.randomUUID) return w.crypto.randomUUID();
+    return "t" + Date.now().toString(36) + Math.random().toString(36).slice(2);
+  }
+
+  /** The page's copilot thread id (Chainlit's key and JSON encoding), or null. */
+  function threadId() {
+    try {
+      var id = JSON.parse(stored(THREAD_KEY));
+      return typeof id === "string" && THREAD_RE.test(id) ? id : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function setThreadId(id) {
+    store(THREAD_KEY, JSON.stringify(id));
+    return id;
+  }
+
+  /** The text table for `language` ("fr-FR" -> fr), English when there is none. */
+  function texts(language, asked) {
+    var tag = String(language || "en").toLowerCase();
+    var found = TEXT[tag] || TEXT[tag.split("-")[0]];
+    if (!found && asked) warn("language " + JSON.stringify(language) + " has no translation here; using English");
+    return found || TEXT.en;
+  }
+
+  /** An http(s) or relative URL for a stylesheet or an image; null otherwise. */
+  function safeUrl(value, option) {
+    try {
+      var url = new URL(String(value), w.location.href);
+      if (url.protocol === "http:" || url.protocol === "https:") return url.href;
+    } catch (e) {}
+    warn(option + " must be an http(s) URL; ignored");
+    return null;
   }
 
   /** `exp` of a JWT in ms, or 0 when it cannot be read (it is not verified here). */
@@ -127,6 +333,30 @@
   function mountChatWidget(options) {
     options = options || {};
     if (current) current.destroy();
+    for (var key in options) if (KNOWN.indexOf(key) < 0) warn("option " + key + " is not supported; ignored");
+    var button = options.button || {};
+    for (key in button) if (key !== "imageUrl" && key !== "className") warn("option button." + key + " is not supported; ignored");
+    var T = texts(options.language || w.navigator.language, !!options.language);
+    var STATUS = {
+      idle: "",
+      connecting: T.connecting,
+      connected: T.connected,
+      reconnecting: T.reconnecting,
+      offline: T.offline,
+      expired: T.expired,
+      "signed-out": T["signed-out"],
+      anonymous: T.anonymous,
+      error: T.error
+    };
+    var mode = options.displayMode || stored(MODE_KEY) || "floating";
+    if (mode !== "floating" && mode !== "sidebar") {
+      warn("displayMode " + JSON.stringify(mode) + " is not floating or sidebar; using floating");
+      mode = "floating";
+    }
+    var expanded = !!options.expanded;
+    var thread = threadId() || setThreadId(newId());
+    var everConnected = false; // a session frame seen since mount
+    var handshakeMs = options.handshakeTimeout || 15000;
     var token = options.accessToken || null;
     var getToken =
       typeof options.getAccessToken === "function"
@@ -134,7 +364,7 @@
         : options.tokenUrl
           ? sessionTokenFetcher(options.tokenUrl, options.csrfToken)
           : null;
-    var url = socketUrl(options.server, options.path);
+    var url = socketUrl(options.server, options.path, options.additionalQueryParamsForAPI);
     var maxBytes = options.maxMessageBytes || 65536;
     var encoder = w.TextEncoder ? new w.TextEncoder() : null;
     var timings = { mount: now(), open: null, connected: null };
@@ -149,70 +379,129 @@
     var sessionId = null;
     var pinger = 0;
     var pingMs = options.pingInterval || 25000;
+    var pushed = null; // the page's own margin-right while the sidebar pushes it
 
     // --- DOM: a host element with a shadow root, so host-page CSS cannot
     // break the widget and the widget's CSS cannot leak into the page.
-    var host = el("div", { class: "chatauth-copilot", "data-state": state });
+    // Chainlit's element ids, so a host page's CSS for Chainlit's widget applies.
+    var host = el("div", { id: "chainlit-copilot", class: "chatauth-copilot", "data-state": state });
     var root = host.attachShadow ? host.attachShadow({ mode: "open" }) : host;
     var style = el("style", {}, CSS);
     var launcher = el("button", {
+      id: "chainlit-copilot-button",
       type: "button",
-      class: "launcher",
-      "aria-label": "Chat",
+      class: "launcher" + (button.className ? " " + button.className : ""),
+      "aria-label": T.chat,
       "aria-expanded": "false",
-      "aria-controls": "panel"
+      "aria-controls": "chainlit-copilot-chat"
     });
-    launcher.innerHTML = ICON; // a constant: no untrusted text
+    var image = button.imageUrl && safeUrl(button.imageUrl, "button.imageUrl");
+    if (image) launcher.appendChild(el("img", { src: image, alt: "" }));
+    else launcher.innerHTML = ICON; // a constant: no untrusted text
     var panel = el("section", {
-      id: "panel",
+      id: "chainlit-copilot-chat",
       class: "panel",
       role: "dialog",
       "aria-modal": "false",
-      "aria-labelledby": "title"
+      "aria-labelledby": "title",
+      lang: T === TEXT.en ? "en" : (options.language || w.navigator.language || "en")
     });
     panel.hidden = true;
+    var grip = el("div", { class: "grip", "aria-hidden": "true" });
     var header = el("header");
     var head = el("div", { class: "head" });
-    head.appendChild(el("h2", { id: "title" }, options.title || "Assistant"));
+    head.appendChild(el("h2", { id: "title" }, options.title || T.title));
     var who = el("div", { class: "who" });
     head.appendChild(who);
-    var closer = el("button", { type: "button", class: "x", "aria-label": "Close chat" }, "\u00d7");
+    var expander = el("button", { type: "button", class: "tool", "aria-label": T.expand }, "\u2922");
+    var sider = el("button", { type: "button", class: "tool", "aria-label": T.sidebar }, "\u25e8");
+    var closer = el("button", { type: "button", class: "x", "aria-label": T.close }, "\u00d7");
     header.appendChild(head);
+    header.appendChild(expander);
+    header.appendChild(sider);
     header.appendChild(closer);
     var status = el("p", { class: "status", role: "status", "aria-live": "polite" });
     var actions = el("div", { class: "act" });
     var signIn = null;
     if (options.loginUrl) {
-      signIn = el("a", { href: options.loginUrl }, "Sign in");
+      signIn = el("a", { href: options.loginUrl }, T.signIn);
       actions.appendChild(signIn);
     }
-    var retry = el("button", { type: "button" }, "Try again");
+    var retry = el("button", { type: "button" }, T.retry);
     actions.appendChild(retry);
     var log = el("div", {
       class: "log",
       role: "log",
       "aria-live": "polite",
-      "aria-label": "Conversation",
+      "aria-label": T.log,
       tabindex: "0"
     });
     var form = el("form");
-    var input = el("textarea", { id: "input", rows: "1", placeholder: "Type a message" });
-    var sendButton = el("button", { type: "submit", class: "send" }, "Send");
+    var input = el("textarea", { id: "chat-input", rows: "1", placeholder: T.placeholder });
+    var sendButton = el("button", { id: "chat-submit", type: "submit", class: "send" }, T.send);
     sendButton.disabled = true;
-    form.appendChild(el("label", { for: "input", class: "sr" }, "Message"));
+    form.appendChild(el("label", { for: "chat-input", class: "sr" }, T.label));
     form.appendChild(input);
     form.appendChild(sendButton);
-    [header, status, actions, log, form].forEach(function (n) {
+    [grip, header, status, actions, log, form].forEach(function (n) {
       panel.appendChild(n);
     });
     [style, launcher, panel].forEach(function (n) {
       root.appendChild(n);
     });
+    // Chainlit's customCssUrl: a stylesheet inside the shadow root (the only
+    // way a page's CSS reaches the widget's insides).
+    var css = options.customCssUrl && safeUrl(options.customCssUrl, "customCssUrl");
+    if (css) root.appendChild(el("link", { rel: "stylesheet", href: css }));
     showUser(options.user);
+    applyTheme();
+    layout();
+
+    // Chainlit's theme: "light", "dark" or "system" (the page's colour scheme).
+    function applyTheme() {
+      var theme = options.theme || "light";
+      if (theme === "system") {
+        var dark = w.matchMedia && w.matchMedia("(prefers-color-scheme: dark)").matches;
+        theme = dark ? "dark" : "light";
+      } else if (theme !== "light" && theme !== "dark") {
+        warn("theme " + JSON.stringify(theme) + " is not light, dark or system; using light");
+        theme = "light";
+      }
+      host.setAttribute("data-theme", theme);
+      panel.classList.toggle("dark", theme === "dark");
+      panel.classList.toggle("light", theme === "light");
+    }
+
+    function sidebarWidth() {
+      var width = Number(stored(WIDTH_KEY)) || 400;
+      return Math.max(300, Math.min(width, w.innerWidth / 2));
+    }
+
+    /** Chainlit's layouts: floating (expanded or not) or a sidebar that
+     * pushes the page aside while it is open. */
+    function layout() {
+      var side = mode === "sidebar";
+      panel.classList.toggle("sidebar", side);
+      panel.classList.toggle("expanded", expanded && !side);
+      panel.classList.toggle("copilot-container-expanded", expanded && !side);
+      expander.setAttribute("aria-pressed", String(expanded));
+      expander.hidden = side;
+      sider.setAttribute("aria-pressed", String(side));
+      var open = !panel.hidden;
+      panel.style.width = side ? sidebarWidth() + "px" : "";
+      launcher.hidden = side && open;
+      if (side && open) {
+        if (pushed === null) pushed = d.body.style.marginRight;
+        d.body.style.marginRight = sidebarWidth() + "px";
+      } else if (pushed !== null) {
+        d.body.style.marginRight = pushed;
+        pushed = null;
+      }
+    }
 
     function showUser(user) {
       if (user && typeof user === "object") {
-        who.textContent = "Signed in as " + (user.display_name || user.identifier || "");
+        who.textContent = T.as + (user.display_name || user.identifier || "");
       }
     }
 
@@ -240,7 +529,7 @@
 
     function bubble(kind, text) {
       var node = el("div", { class: "msg " + kind });
-      if (kind !== "notice") node.appendChild(el("span", { class: "sr" }, kind === "user" ? "You: " : "Assistant: "));
+      if (kind === "user" || kind === "assistant") node.appendChild(el("span", { class: "sr" }, kind === "user" ? T.you : T.bot));
       var body = el("span");
       body.textContent = text;
       node.appendChild(body);
@@ -274,6 +563,20 @@
       }
       ws = socket;
       var answered = true;
+      var greeted = false;
+      // A server that accepts the socket but never says "session" does not
+      // speak this protocol (or is stuck): count it as a failed attempt.
+      var handshake = w.setTimeout(function () {
+        if (ws !== socket || greeted) return;
+        drop(socket);
+        closed(1006);
+      }, handshakeMs);
+      socket.onopen = function () {
+        if (socket.protocol !== PROTOCOL) {
+          drop(socket);
+          end("error", T.foreign);
+        }
+      };
       // Keep-alive: proxies close idle sockets, and a connection that died
       // silently (sleep, a network change) fires no close event for minutes.
       // No answer to a ping in one interval counts as a network loss.
@@ -297,15 +600,22 @@
         }
         if (!data || typeof data !== "object") return;
         if (data.type === "session") {
+          greeted = true;
+          everConnected = true;
+          w.clearTimeout(handshake);
           attempts = 0;
           renewed = false;
           reply = null;
           sessionId = data.session_id || null;
           if (timings.connected === null) timings.connected = now();
           showUser(data.user);
+          // The page's thread first, so the server resumes it before any message.
+          socket.send(JSON.stringify({ type: "thread", thread_id: thread }));
           setState("connected");
         } else if (data.type === "message") {
           receive(data.content);
+        } else if (data.type === "call_fn") {
+          callFunction(socket, data);
         } else if (data.type === "error") {
           if (data.detail || data.code) notice(String(data.detail || data.code));
         } else if (data.type === "logout") {
@@ -313,10 +623,37 @@
         }
       };
       socket.onclose = function (event) {
+        w.clearTimeout(handshake);
         if (ws !== socket) return; // dropped already
         drop(socket);
         if (!ended) closed(event.code);
       };
+    }
+
+    /** Chainlit's page functions: the server's {"type": "call_fn"} becomes the
+     * "chainlit-call-fn" window event; its callback answers, once, on the
+     * socket that asked (a reconnect in between drops the answer: the call
+     * has ended on the server with that socket). */
+    function callFunction(socket, data) {
+      if (typeof data.id !== "string" || typeof data.name !== "string") return;
+      var answered = false;
+      function callback(result) {
+        if (answered) return;
+        answered = true;
+        if (ws !== socket || socket.readyState !== 1) return;
+        var frame;
+        try {
+          frame = JSON.stringify({ type: "call_fn_result", id: data.id, result: result === undefined ? null : result });
+        } catch (e) {
+          frame = null; // not JSON (a cycle, a BigInt)
+        }
+        if (!frame || (encoder ? encoder.encode(frame).length : frame.length) > maxBytes) {
+          warn("the result of " + data.name + " cannot be sent (not JSON, or too large); sending null");
+          frame = JSON.stringify({ type: "call_fn_result", id: data.id, result: null });
+        }
+        socket.send(frame);
+      }
+      w.dispatchEvent(new w.CustomEvent("chainlit-call-fn", { detail: { name: data.name, args: data.args, callback: callback } }));
     }
 
     function drop(socket) {
@@ -332,17 +669,21 @@
         // Expired or invalid: one renewal; a renewed token refused again means
         // the host cannot vouch for this user any more.
         if (getToken && !renewed) return renew();
-        return end("signed-out", "Your chat session has expired. Sign in again to continue.");
+        return end("signed-out", T.ended);
       }
-      if (code === 4403) return end("error", "You are not allowed to use this chat.");
+      if (code === 4403) return end("error", T.denied);
       if (code === 4413) {
-        notice("That message was too long to send.");
+        notice(T.longSent);
         return later(0);
       }
       if (code === 4429) {
-        notice("Too many messages. Please wait a moment.");
+        notice(T.many);
         return later(5000);
       }
+      // Never a session since mount, and failed again: not a chatauth server
+      // (a Chainlit URL, a typo) or one that is down. Say so instead of
+      // "Reconnecting..." forever; "Try again" starts over.
+      if (!everConnected && attempts >= 3) return end("error", T.foreign);
       later(); // 1006 network loss, 1001 going away, 1011, 4408, 4400, ...
     }
 
@@ -395,30 +736,50 @@
       log.scrollTop = log.scrollHeight;
       if (panel.hidden) {
         launcher.classList.add("unread");
-        launcher.setAttribute("aria-label", "Chat (new messages)");
+        launcher.setAttribute("aria-label", T.unread);
       }
       emit("chatauth:message", { content: content });
     }
 
-    function send(text) {
+    /** Send `text` as the user's, or with Chainlit's type "system_message" from
+     * the page (shown apart from the user's messages; the server sees its type). */
+    function send(text, type) {
       text = String(text == null ? "" : text);
       if (!text.trim() || state !== "connected" || !ws) return false;
-      var frame = JSON.stringify({ type: "message", content: text });
+      var message = { type: "message", content: text };
+      if (type === "system_message") message.message_type = type;
+      else if (type && type !== "user_message") warn("message type " + JSON.stringify(type) + " is sent as a user_message");
+      var frame = JSON.stringify(message);
       if ((encoder ? encoder.encode(frame).length : frame.length) > maxBytes) {
-        notice("That message is too long to send.");
+        notice(T.long);
         return false;
       }
       ws.send(frame);
-      bubble("user", text);
+      // A page's system message shows on the assistant's side, as Chainlit shows it.
+      bubble(message.message_type ? "system" : "user", text);
       reply = null; // what comes next is a new reply
       return true;
+    }
+
+    /** Chainlit's clearChainlitCopilotThreadId(): a new conversation. */
+    function newThread(event) {
+      var wanted = event && event.detail && event.detail.newThreadId;
+      if (wanted && !THREAD_RE.test(String(wanted))) {
+        warn("thread id " + JSON.stringify(wanted) + " is not 1-64 of A-Z a-z 0-9 _ -; using a new one");
+        wanted = null;
+      }
+      thread = setThreadId(wanted ? String(wanted) : newId());
+      log.textContent = "";
+      reply = null;
+      if (ws && state === "connected") ws.send(JSON.stringify({ type: "thread", thread_id: thread }));
     }
 
     // --- Panel -------------------------------------------------------------
     function open() {
       panel.hidden = false;
+      layout();
       launcher.setAttribute("aria-expanded", "true");
-      launcher.setAttribute("aria-label", "Chat");
+      launcher.setAttribute("aria-label", T.chat);
       launcher.classList.remove("unread");
       if (!started) {
         started = true;
@@ -431,6 +792,7 @@
     function close() {
       var hadFocus = root.activeElement && panel.contains(root.activeElement);
       panel.hidden = true;
+      layout();
       launcher.setAttribute("aria-expanded", "false");
       if (hadFocus || d.activeElement === host) launcher.focus();
     }
@@ -442,6 +804,30 @@
 
     launcher.addEventListener("click", toggle);
     closer.addEventListener("click", close);
+    expander.addEventListener("click", function () {
+      expanded = !expanded;
+      layout();
+    });
+    sider.addEventListener("click", function () {
+      mode = mode === "sidebar" ? "floating" : "sidebar";
+      store(MODE_KEY, mode);
+      layout();
+    });
+    // The sidebar's left edge resizes it (300 px to half the window), as Chainlit's.
+    grip.addEventListener("mousedown", function (event) {
+      event.preventDefault();
+      function move(e) {
+        store(WIDTH_KEY, String(Math.round(w.innerWidth - e.clientX)));
+        layout();
+      }
+      function up() {
+        d.removeEventListener("mousemove", move);
+        d.removeEventListener("mouseup", up);
+      }
+      d.addEventListener("mousemove", move);
+      d.addEventListener("mouseup", up);
+    });
+    w.addEventListener(THREAD_EVENT, newThread);
     retry.addEventListener("click", function () {
       ended = false;
       attempts = 0;
@@ -491,13 +877,19 @@
       close: close,
       toggle: toggle,
       send: send,
+      threadId: function () {
+        return thread;
+      },
       logout: function () {
         if (ws && state === "connected") ws.send(JSON.stringify({ type: "logout" }));
       },
       destroy: function () {
         end("idle");
+        panel.hidden = true;
+        layout(); // gives the page its margin back
         w.removeEventListener("online", online);
         w.removeEventListener("offline", offline);
+        w.removeEventListener(THREAD_EVENT, newThread);
         if (host.parentNode) host.parentNode.removeChild(host);
         if (current === api) current = null;
       }
@@ -509,7 +901,8 @@
     });
     current = api;
     if (!token && !getToken) setState(options.loginUrl ? "anonymous" : "signed-out");
-    if (options.open) open();
+    if (options.displayMode) store(MODE_KEY, mode);
+    if (options.open || options.opened) open(); // Chainlit's name: opened
     return api;
   }
 
@@ -517,21 +910,35 @@
   function mountChainlitWidget(config) {
     config = config || {};
     var options = {};
-    for (var k in config) options[k] = config[k];
+    for (var k in config) if (k !== "chainlitServer") options[k] = config[k];
     options.server = config.chainlitServer || config.server;
+    unmounted = false;
     return mountChatWidget(options);
   }
 
+  var unmounted = false; // Chainlit's getChainlitCopilotThreadId() is null after an unmount
   w.mountChatWidget = mountChatWidget;
   w.mountChainlitWidget = mountChainlitWidget;
   w.unmountChainlitWidget = function () {
     if (current) current.destroy();
+    unmounted = true;
   };
   w.toggleChainlitCopilot = function () {
     if (current) current.toggle();
+    else w.console.error("Widget not mounted.");
   };
   w.sendChainlitMessage = function (message) {
-    return !!current && current.send(typeof message === "string" ? message : message && (message.output || message.content));
+    if (!current) return false;
+    if (typeof message === "string") return current.send(message);
+    if (!message || typeof message !== "object") return false;
+    return current.send(message.output != null ? message.output : message.content, message.type);
+  };
+  w.getChainlitCopilotThreadId = function () {
+    return unmounted ? null : threadId();
+  };
+  w.clearChainlitCopilotThreadId = function (newThreadId) {
+    if (!current) return w.console.error("Widget not mounted.");
+    w.dispatchEvent(new w.CustomEvent(THREAD_EVENT, { detail: { newThreadId: newThreadId } }));
   };
 
   // {% copilot_widget %}: <script src=copilot.js data-chatauth-config="<id>">
