@@ -16,7 +16,7 @@ long for one cookie).
 
 Answers: ``200`` with ``X-Auth-User`` (the identifier), ``X-Auth-User-Id``,
 ``X-Auth-Display-Name`` and ``X-Auth-Metadata`` (JSON, ASCII; left out above
-:data:`MAX_METADATA_HEADER` bytes, which a proxy's header buffer may not
+:data:`MAX_HEADER_VALUE` bytes, which a proxy's header buffer may not
 hold); ``401`` with ``WWW-Authenticate: Bearer``; ``503`` when the revocation
 state cannot be read (fail closed); ``405`` for a method other than GET and
 HEAD.  Every answer is ``Cache-Control: no-store``: a proxy that cached a
@@ -52,10 +52,15 @@ CHAINLIT_COOKIE = "access_token"
 #: At most this many chunks are read (Chainlit cuts at 3,000 characters; a
 #: token longer than MAX_TOKEN_LENGTH is refused anyway).
 MAX_CHUNKS = MAX_TOKEN_LENGTH // 3000 + 1
-#: ``X-Auth-Metadata`` is sent only up to this many bytes: nginx reads an
-#: auth subrequest's headers into one 4-8 KiB buffer by default.
-MAX_METADATA_HEADER = 2048
+#: ``X-Auth-Metadata`` and ``X-Auth-Display-Name`` are sent only up to this many
+#: bytes: nginx reads an auth subrequest's headers into one 4-8 KiB buffer by
+#: default.
+MAX_HEADER_VALUE = 2048
 NO_STORE = (b"cache-control", b"no-store")
+#: The refusal of a request without any credential: answered 401 (the proxy
+#: sends the visitor to log in) but not audited, as every anonymous request
+#: through the proxy would be one.
+MISSING = "missing_credentials"
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -91,7 +96,7 @@ async def check(
     ``thread_sensitive`` as :func:`~chatauth.tokens.averify_token` has it."""
     raw = credential(authorization, cookie_header)
     if not raw:
-        return 401, _refused("missing_credentials"), "missing_credentials"
+        return 401, _refused(MISSING), MISSING
     try:
         verified = await averify_token(raw, thread_sensitive=thread_sensitive)
     except TokenError as e:
@@ -104,28 +109,39 @@ async def check(
     user = verified.user_dict()
     headers = [
         NO_STORE,
-        (b"x-auth-user", _ascii(user["identifier"])),
-        (b"x-auth-user-id", str(verified.user_pk).encode()),
+        # The identifier as of this check: a renamed user's older tokens name
+        # the old one, which someone else may hold by now.
+        (b"x-auth-user", _header_value(verified.current_identifier)),
+        (b"x-auth-user-id", _header_value(str(verified.user_pk))),
     ]
-    if user["display_name"]:
-        headers.append((b"x-auth-display-name", _ascii(user["display_name"])))
+    display_name = user["display_name"]
+    if display_name:
+        value = _header_value(str(display_name))
+        if len(value) <= MAX_HEADER_VALUE:
+            headers.append((b"x-auth-display-name", value))
     metadata = json.dumps(user["metadata"], separators=(",", ":")).encode()
-    if len(metadata) <= MAX_METADATA_HEADER:
+    if len(metadata) <= MAX_HEADER_VALUE:
         headers.append((b"x-auth-metadata", metadata))
     return 200, headers, ""
 
 
 def _refused(error: str) -> Headers:
     challenge = b'Bearer realm="chatauth"'
-    if error != "missing_credentials":
+    if error != MISSING:
         challenge += b', error="invalid_token"'
     return [NO_STORE, (b"www-authenticate", challenge)]
 
 
-def _ascii(value: str) -> bytes:
-    """A header value: ASCII as is, anything else as a JSON string (escaped,
-    quoted), which no proxy mangles and any client decodes."""
-    if value.isascii() and value.isprintable():
+def _header_value(value: str) -> bytes:
+    """A header value that reads back unambiguously: printable ASCII without
+    edge spaces and not starting with ``"`` as is, anything else as a JSON
+    string (quoted and escaped: no CR/LF, no non-ASCII byte)."""
+    if (
+        value.isascii()
+        and value.isprintable()
+        and value == value.strip()
+        and not value.startswith('"')
+    ):
         return value.encode()
     return json.dumps(value).encode()
 
@@ -162,19 +178,22 @@ class ForwardAuthApp:
         authorization, cookie = _headers(scope["headers"])
         status, headers, reason = await check(authorization, cookie)
         await _answer(send, status, headers)
-        if status == 401:
+        if reason not in ("", MISSING):  # an anonymous request is no event
             await sync_to_async(_audit, thread_sensitive=False)(reason, scope=scope)
 
 
 def _headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
-    authorization = None
-    cookies = []
+    """``Authorization`` and ``Cookie`` of a request, each repeated header
+    joined as Django joins it (two ``Authorization`` headers make one that no
+    check accepts: the Django view and this path answer alike)."""
+    authorization: list[str] = []
+    cookies: list[str] = []
     for name, value in raw:
-        if name == b"authorization" and authorization is None:
-            authorization = value.decode("latin-1")
+        if name == b"authorization":
+            authorization.append(value.decode("latin-1"))
         elif name == b"cookie":
             cookies.append(value.decode("latin-1"))
-    return authorization, "; ".join(cookies) or None
+    return ",".join(authorization) or None, "; ".join(cookies) or None
 
 
 async def _answer(send: Any, status: int, headers: Headers) -> None:
@@ -204,7 +223,7 @@ async def verify_view(request: HttpRequest) -> HttpResponse:
     response = HttpResponse(status=status)
     for name, value in headers:
         response.headers[name.decode()] = value.decode("latin-1")
-    if status == 401:
+    if reason not in ("", MISSING):
         # On the request's own thread and connection, as the check above.
         await sync_to_async(_audit)(reason, request=request)
     return response

@@ -93,7 +93,9 @@ class CopilotFunction:
         ``timeout`` defaults to ``COPILOT_FUNCTION_TIMEOUT``.  Raises
         :class:`LookupError` outside a chat handler, :class:`TooManyCalls`
         over ``MAX_PENDING_CALLS``, :class:`chatauth.consumers.SessionClosed`
-        when the session ends meanwhile.
+        when called on a session already ending.  A session that ends while
+        the call waits cancels the handler itself (no handler code runs after
+        a close): clean up in ``finally``, not in ``except SessionClosed``.
         """
         socket = current_socket()
         if socket is None:

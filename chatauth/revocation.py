@@ -23,11 +23,13 @@ re-checks its sessions against the database on its heartbeat
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -266,7 +268,8 @@ def forget_identity(identifier: str) -> None:
 
 
 def _identity_key(identifier: str) -> str:
-    return _k("ident", identifier.encode().hex()[:200])
+    # A digest: identifiers sharing a long prefix must not share an entry.
+    return _k("ident", hashlib.sha256(identifier.encode()).hexdigest())
 
 
 def _keys(verified: VerifiedToken) -> list[str]:
@@ -299,7 +302,7 @@ def check(verified: VerifiedToken, *, cache_only: bool = False) -> VerifiedToken
     if not _valid_state(state):
         state = user_state(verified.user_pk, cached=False)
     check_user(state, verified)
-    return verified
+    return _as_of(state, verified)
 
 
 def check_denied(verified: VerifiedToken) -> None:
@@ -369,7 +372,14 @@ def _decide_cached(
         check_user(cached[keys[-1]], verified)
     except IdentityChanged:
         raise NeedsDatabase() from None  # the full check finds the user again
-    return verified
+    return _as_of(cached[keys[-1]], verified)
+
+
+def _as_of(state: UserState, verified: VerifiedToken) -> VerifiedToken:
+    """``verified``, told the user's identifier if it changed since minting."""
+    if state.identifier == verified.identifier:
+        return verified
+    return replace(verified, renamed_to=state.identifier)
 
 
 def _refuse_denied(verified: VerifiedToken, denied: dict[str, Any]) -> None:

@@ -32,6 +32,7 @@ identifier  (Chainlit format, no claim needed): the identifier's tombstone,
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import secrets
 import time
@@ -311,10 +312,21 @@ class VerifiedToken:
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     #: Denylist keys of the credentials this one descends from.
     lineage: tuple[str, ...] = ()
+    #: The user's identifier now, when the revocation check found it differs
+    #: from the one the token was minted with (the user was renamed since).
+    renamed_to: str | None = field(default=None, compare=False)
 
     @property
     def identifier(self) -> str:
+        """The identifier the token names (what a Chainlit server reads)."""
         return self.claims.get("identifier", "")
+
+    @property
+    def current_identifier(self) -> str:
+        """The user's identifier as of the revocation check: what a service
+        that keys users by identifier must be told (see
+        :mod:`chatauth.forwardauth`)."""
+        return self.renamed_to or self.identifier
 
     @property
     def revocation_keys(self) -> tuple[str, ...]:
@@ -411,14 +423,28 @@ def _lineage(claims: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _issued_at(claims: dict[str, Any]) -> float | None:
-    """When the token was issued: its exact :data:`ISSUED_AT_CLAIM` if any
-    (refused in the future beyond ``LEEWAY``, as PyJWT refuses such an
-    ``iat``), else its ``iat``."""
+    """When the token was issued: its ``iat``, or for a copilot token its exact
+    :data:`ISSUED_AT_CLAIM` (its ``iat`` is backdated by ``LEEWAY`` for
+    verifiers with no leeway, see :class:`CopilotToken`).  The exact time must
+    be a finite number at most a minute (or ``LEEWAY``, if longer) after that
+    ``iat``, and not in the future beyond ``LEEWAY``: nothing else may move a
+    token's issue time past a logout everywhere."""
+    iat = _number(claims, "iat")
+    if iat is not None and not math.isfinite(iat):
+        raise TokenError()
     exact = claims.get(ISSUED_AT_CLAIM)
     if exact is None:
-        return _number(claims, "iat")
+        return iat
     exact = _number(claims, ISSUED_AT_CLAIM)
-    if exact is None or exact > time.time() + settings.LEEWAY.total_seconds():
+    leeway = settings.LEEWAY.total_seconds()
+    if (
+        claims.get(TYPE_CLAIM) != TokenType.COPILOT
+        or exact is None
+        or iat is None
+        or not math.isfinite(exact)
+        or not iat <= exact <= iat + max(leeway, 60) + 1
+        or exact > time.time() + leeway
+    ):
         raise TokenError()
     return exact
 
@@ -427,7 +453,7 @@ def classify(claims: dict[str, Any], raw: str) -> VerifiedToken:
     """Work out the type, user, denylist key and lineage of decoded ``claims``."""
     token_type = claims.get(TYPE_CLAIM)
     expires_at = _number(claims, "exp")
-    if expires_at is None:
+    if expires_at is None or not math.isfinite(expires_at):
         raise TokenError()
     issued_at = _issued_at(claims)
     if token_type is None:

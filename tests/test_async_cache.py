@@ -10,6 +10,7 @@ back to the database (fails closed) when Redis is down.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -157,8 +158,8 @@ async def test_a_burst_shares_a_bounded_pool(on_redis):
         *(chatauth_cache.aget_many(["k"]) for _ in range(200))
     )
     assert results == [{"k": 7}] * 200
-    client, _ = chatauth_cache._async_reader(chatauth_cache.get_cache())
-    pool = client.connection_pool
+    reads, _ = chatauth_cache._async_reader(chatauth_cache.get_cache())
+    pool = reads.client.connection_pool
     opened = len(pool._available_connections) + len(pool._in_use_connections)
     assert 0 < opened <= chatauth_cache.ASYNC_MAX_CONNECTIONS
 
@@ -178,30 +179,59 @@ async def test_unusual_redis_setups_keep_the_sync_path(options, user):
         await sync_to_async(chatauth_cache.get_cache().clear)()
 
 
-def mget_calls() -> int:
-    import redis
+@pytest.fixture
+def mget_calls(on_redis):
+    """How many MGET commands this loop's client sends (the real command, counted
+    on the way: Redis's own statistics would count other clients' too)."""
 
-    stats = redis.Redis.from_url(REDIS).info("commandstats")
-    return stats.get("cmdstat_mget", {}).get("calls", 0)
+    async def reads():
+        reads, _ = chatauth_cache._async_reader(chatauth_cache.get_cache())
+        return reads
+
+    calls = []
+
+    async def install():
+        batch = await reads()
+        real = batch.client.mget
+
+        async def counted(keys):
+            calls.append(len(keys))
+            return await real(keys)
+
+        batch.client.mget = counted
+        return calls
+
+    return install
 
 
-async def test_concurrent_reads_share_a_command(on_redis):
+async def test_concurrent_reads_share_a_command(on_redis, mget_calls):
     """Group commit for reads: a burst costs a few MGETs, each caller gets its
     own keys' values, in order."""
     on_redis.set_many({f"k{i}": i for i in range(64)})
-    before = mget_calls()
+    calls = await mget_calls()
     results = await asyncio.gather(
         *(
             chatauth_cache.aget_many([f"k{i}", f"k{63 - i}", "absent"])
             for i in range(64)
         )
     )
-    used = mget_calls() - before
     assert results == [{f"k{i}": i, f"k{63 - i}": 63 - i} for i in range(64)]
-    assert 1 <= used <= 4, used  # one goes out at once, the rest wait together
-    lone = mget_calls()
+    assert 1 <= len(calls) <= 4, calls  # one goes out at once, the rest together
+    assert sum(calls) == 64 * 3
+    calls.clear()
     assert await chatauth_cache.aget_many(["k1"]) == {"k1": 1}
-    assert mget_calls() - lone == 1
+    assert calls == [1]
+
+
+async def test_a_backlog_is_cut_into_bounded_commands(on_redis, mget_calls):
+    on_redis.set("k", 7)
+    calls = await mget_calls()
+    results = await asyncio.gather(
+        *(chatauth_cache.aget_many(["k", "absent"]) for _ in range(2000))
+    )
+    assert results == [{"k": 7}] * 2000
+    assert max(calls) <= chatauth_cache.MgetBatch.MAX_KEYS
+    assert sum(calls) == 4000
 
 
 async def test_a_cancelled_reader_does_not_hurt_the_others(on_redis):
@@ -216,6 +246,23 @@ async def test_a_cancelled_reader_does_not_hurt_the_others(on_redis):
     assert [r for i, r in enumerate(done) if i != 3] == [{"k": 7}] * 7
 
 
+async def test_a_cancelled_command_leaves_nobody_waiting(on_redis):
+    """The loop closing cancels the command in flight: its readers, and those
+    queued behind it, fail at once instead of waiting for ever."""
+    on_redis.set("k", 7)
+    readers = [asyncio.ensure_future(chatauth_cache.aget_many(["k"])) for _ in range(5)]
+    await asyncio.sleep(0)  # the first command is in flight, four wait
+    reads, _ = chatauth_cache._async_reader(chatauth_cache.get_cache())
+    for runner in list(reads.runners):
+        runner.cancel()
+    done = await asyncio.wait_for(
+        asyncio.gather(*readers, return_exceptions=True), timeout=5
+    )
+    assert all(isinstance(r, ConnectionError) for r in done), done
+    assert not reads.waiting and not reads.runners
+    assert await chatauth_cache.aget_many(["k"]) == {"k": 7}  # and it reads again
+
+
 async def test_a_failed_command_fails_every_reader_it_carried():
     with override_settings(
         CACHES=redis_caches(NOWHERE), CHATAUTH={"CACHE_ALIAS": "redis"}
@@ -224,4 +271,30 @@ async def test_a_failed_command_fails_every_reader_it_carried():
             *(chatauth_cache.aget_many(["k"]) for _ in range(5)),
             return_exceptions=True,
         )
-    assert all(isinstance(r, Exception) for r in results), results
+    assert all(isinstance(r, chatauth_cache.CacheReadFailed) for r in results)
+    # One exception each, not one shared (whose traceback every raise extends).
+    assert len({id(r) for r in results}) == 5
+
+
+async def test_a_chainlit_token_finds_its_user_through_redis(on_redis, user):
+    """A Chainlit-format token's user is read from Redis on the loop; after a
+    rename, with the old name taken by someone else, the old tokens are ended
+    and a new one names the new holder, not the cached old one."""
+    from django.contrib.auth import get_user_model
+
+    from tests.conftest import chainlit_token
+
+    raw = chainlit_token("alice")
+    first = await tokens.averify_token(raw)  # found in the database, then cached
+    assert str(first.user_pk) == str(user.pk)
+    again = await tokens.averify_token(raw)  # the cached identity, on the loop
+    assert again.user_pk == first.user_pk and again.current_identifier == "alice"
+    user.username = "alice-renamed"
+    await sync_to_async(user.save)()
+    other = await sync_to_async(get_user_model().objects.create_user)("alice")
+    with pytest.raises(TokenRevoked):  # the rename ended tokens naming "alice"
+        await tokens.averify_token(raw)
+    fresh = chainlit_token("alice", iat=time.time() + 0.01)
+    now = await tokens.averify_token(fresh)
+    assert str(now.user_pk) == str(other.pk)
+    assert str((await tokens.averify_token(fresh)).user_pk) == str(other.pk)

@@ -223,3 +223,71 @@ def test_no_database_no_entry(tmp_path):
         assert up.status_code == 200 and up.headers["x-auth-user"] == "fa-down"
     finally:
         server.stop()
+
+
+@pytest.mark.django_db
+def test_a_renamed_users_older_token_names_them_as_they_are_now(client, pair, user):
+    """Someone may hold the old identifier by now: the proxy's backend must be
+    told who the token's user is today."""
+    user.username = "alice-renamed"
+    user.save()
+    User = type(user)
+    User.objects.create_user("alice", password=PASSWORD)  # the old name, taken
+    answer = client.get("/auth/verify", **bearer(pair["access_token"]))
+    assert answer.status_code == 200
+    assert answer["X-Auth-User"] == "alice-renamed"
+    assert answer["X-Auth-User-Id"] == str(user.pk)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("identifier", "sent"),
+    [
+        ("plain", "plain"),
+        ('"zo\\u00eb"', '"\\"zo\\\\u00eb\\""'),  # an ASCII name that looks encoded
+    ],
+)
+def test_identity_headers_read_back_one_way(client, make_user, identifier, sent):
+    make_user(identifier)
+    answer = client.get("/auth/verify", **bearer(chainlit_token(identifier)))
+    assert answer.status_code == 200, answer.headers
+    assert answer["X-Auth-User"] == sent
+
+
+@pytest.mark.django_db
+def test_a_display_name_with_edge_spaces_is_sent_quoted(client, make_user):
+    make_user("spaced")
+    token = chainlit_token("spaced", display_name=" padded ")
+    answer = client.get("/auth/verify", **bearer(token))
+    assert answer["X-Auth-Display-Name"] == '" padded "'
+
+
+@pytest.mark.django_db
+def test_a_display_name_too_big_for_a_proxy_header_is_left_out(client, make_user):
+    make_user("longname")
+    token = chainlit_token("longname", display_name="n" * 3000)
+    answer = client.get("/auth/verify", **bearer(token))
+    assert answer.status_code == 200 and "X-Auth-Display-Name" not in answer
+    short = client.get(
+        "/auth/verify", **bearer(chainlit_token("longname", display_name=7))
+    )
+    assert short.status_code == 200  # not a string: never a 500
+
+
+def test_two_authorization_headers_are_refused_on_both_paths(remote):
+    pair = remote_login(remote)
+    good = f"Bearer {pair['access_token']}"
+    answer = remote.get(
+        "/auth/verify", headers=[("Authorization", good), ("Authorization", good)]
+    )
+    assert answer.status_code == 401
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_request_without_credentials_is_not_an_audit_event(client):
+    refusals.flush()
+    AuditEvent.objects.all().delete()
+    for _ in range(3):
+        assert client.get("/auth/verify").status_code == 401
+    refusals.flush()
+    assert not AuditEvent.objects.filter(method="forward_auth").exists()

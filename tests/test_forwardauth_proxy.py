@@ -14,9 +14,12 @@ still accepts it.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -56,6 +59,19 @@ http {{
     upstream chainlit {{ server 127.0.0.1:{chainlit}; }}
     server {{
         listen 127.0.0.1:{port};
+        # Not the recipe: what the backend receives, echoed, for the tests.
+        location /echo/ {{
+            auth_request /_chatauth/verify;
+            auth_request_set $auth_user $upstream_http_x_auth_user;
+            auth_request_set $auth_user_id $upstream_http_x_auth_user_id;
+            auth_request_set $auth_display_name $upstream_http_x_auth_display_name;
+            auth_request_set $auth_metadata $upstream_http_x_auth_metadata;
+            proxy_set_header X-Auth-User $auth_user;
+            proxy_set_header X-Auth-User-Id $auth_user_id;
+            proxy_set_header X-Auth-Display-Name $auth_display_name;
+            proxy_set_header X-Auth-Metadata $auth_metadata;
+            proxy_pass http://127.0.0.1:{echo};
+        }}
         location = /_chatauth/verify {{
             internal;
             proxy_pass http://chatauth/auth/verify;
@@ -67,7 +83,14 @@ http {{
         location / {{
             auth_request /_chatauth/verify;
             auth_request_set $auth_user $upstream_http_x_auth_user;
+            auth_request_set $auth_user_id $upstream_http_x_auth_user_id;
+            auth_request_set $auth_display_name $upstream_http_x_auth_display_name;
+            auth_request_set $auth_metadata $upstream_http_x_auth_metadata;
+            # Every X-Auth-* header set here (empty: dropped), never the client's.
             proxy_set_header X-Auth-User $auth_user;
+            proxy_set_header X-Auth-User-Id $auth_user_id;
+            proxy_set_header X-Auth-Display-Name $auth_display_name;
+            proxy_set_header X-Auth-Metadata $auth_metadata;
             proxy_http_version 1.1;
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
@@ -95,7 +118,7 @@ def chatauth_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory, chatauth_server, chainlit):  # noqa: F811
+def proxy(tmp_path_factory, chatauth_server, chainlit, echo_server):  # noqa: F811
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     if not os.path.exists(binary):
         reason = "nginx is not installed (Debian: apt-get install nginx)"
@@ -114,6 +137,7 @@ def proxy(tmp_path_factory, chatauth_server, chainlit):  # noqa: F811
             port=port,
             chatauth=chatauth_server.port,
             chainlit=chainlit.rsplit(":", 1)[1],
+            echo=echo_server,
         )
     )
     process = subprocess.Popen(
@@ -127,6 +151,28 @@ def proxy(tmp_path_factory, chatauth_server, chainlit):  # noqa: F811
         pytest.fail(f"nginx did not start: {e}")
     yield f"127.0.0.1:{port}"
     stop_process(process)
+
+
+@pytest.fixture(scope="module")
+def echo_server():
+    """A backend that answers with the headers it received, as JSON."""
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            body = json.dumps({k.lower(): v for k, v in self.headers.items()})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):  # quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
 
 
 def login(chatauth_server) -> str:
@@ -185,3 +231,26 @@ def test_socketio_handshake_through_the_proxy(proxy, chatauth_server):
     with pytest.raises(InvalidStatus) as upgrade_refused:
         asyncio.run(upgrade())
     assert upgrade_refused.value.response.status_code == 401
+
+
+def test_the_backend_sees_chatauths_identity_never_the_clients(proxy, chatauth_server):
+    """A client's own X-Auth-* headers never reach the backend: every one is
+    chatauth's answer, or absent."""
+    token = login(chatauth_server)
+    spoofed = {
+        "X-Auth-User": "root",
+        "X-Auth-User-Id": "999",
+        "X-Auth-Display-Name": "The Admin",
+        "X-Auth-Metadata": '{"role": "admin"}',
+    }
+    seen = httpx.get(
+        f"http://{proxy}/echo/",
+        headers={**spoofed, "Authorization": f"Bearer {token}"},
+        timeout=10,
+    ).json()
+    assert seen["x-auth-user"] == "proxied"
+    assert seen["x-auth-user-id"].isdigit() and seen["x-auth-user-id"] != "999"
+    assert "x-auth-display-name" not in seen  # none set: dropped, not the client's
+    assert seen["x-auth-metadata"] == "{}"
+    refused = httpx.get(f"http://{proxy}/echo/", headers=spoofed, timeout=10)
+    assert refused.status_code == 401

@@ -444,3 +444,52 @@ def test_a_bad_or_future_private_issue_time_is_refused(user, value):
     raw = forge(claims)
     with pytest.raises(TokenError):
         tokens.verify_token(raw)
+
+
+# --- The exact issue time: copilot tokens only, and only what is plausible ----------
+
+
+def copilot_claims(user) -> dict:
+    return claims_of(str(tokens.issue_copilot_token(user)))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({tokens.ISSUED_AT_CLAIM: float("nan")}, id="nan"),
+        pytest.param({tokens.ISSUED_AT_CLAIM: float("inf")}, id="infinity"),
+        pytest.param({tokens.ISSUED_AT_CLAIM: "1"}, id="a string"),
+        pytest.param({"iat": float("nan")}, id="nan iat"),
+        pytest.param({"exp": float("nan")}, id="nan exp"),
+        pytest.param({"iat": None}, id="no iat beside it"),
+        # Far later than its iat: it would move the issue time past a logout.
+        pytest.param({"shift": 3600}, id="an hour after iat"),
+        pytest.param({"shift": -1}, id="before iat"),
+    ],
+)
+def test_an_implausible_exact_issue_time_is_refused(user, change):
+    claims = copilot_claims(user)
+    change = dict(change)
+    shift = change.pop("shift", None)
+    if shift is not None:
+        claims[tokens.ISSUED_AT_CLAIM] = claims["iat"] + shift
+    for name, value in change.items():
+        if value is None:
+            claims.pop(name)
+        else:
+            claims[name] = value
+    with pytest.raises(TokenError):
+        tokens.verify_token(forge(claims))
+
+
+def test_the_exact_issue_time_counts_on_copilot_tokens_only(user):
+    """On any other token it is refused, not honoured: a Chainlit-format token
+    minted elsewhere must not choose its own issue time."""
+    access = claims_of(str(tokens.issue_pair(user).access))
+    access[tokens.ISSUED_AT_CLAIM] = access["iat"]
+    with pytest.raises(TokenError):
+        tokens.verify_token(forge(access))
+    chainlit = claims_of(chainlit_token("alice"))
+    chainlit[tokens.ISSUED_AT_CLAIM] = time.time()
+    with pytest.raises(TokenError):
+        tokens.verify_token(forge(chainlit))

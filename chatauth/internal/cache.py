@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from django.core.cache import caches
@@ -119,19 +120,22 @@ _ASYNC_SAFE_OPTIONS = frozenset(
     }
 )
 _async_lock = threading.Lock()
-#: loop -> (cache, client, serializer).  A plain dict, pruned of closed loops:
-#: a client's connections refer to their loop, so weak keys would never die.
+#: loop -> (cache, reads, serializer): ``reads`` groups the loop's reads on its
+#: own redis.asyncio client (:class:`MgetBatch`).  A plain dict, pruned of
+#: closed loops: a client's connections refer to their loop, so weak keys would
+#: never die.
 _async_clients: dict[asyncio.AbstractEventLoop, tuple[Any, Any, Any]] = {}
 
 
-def _async_reader(cache: BaseCache) -> tuple[Any, Any] | None:
-    """``(redis.asyncio client, serializer)`` for ``cache`` on the running loop,
-    or None when ``cache`` has no async read here."""
+def _async_reader(cache: BaseCache) -> tuple[MgetBatch, Any] | None:
+    """``(reads, serializer)`` for ``cache`` on the running loop, or None when
+    ``cache`` has no async read here."""
     loop = asyncio.get_running_loop()
     entry = _async_clients.get(loop)
     if entry is None or entry[0] is not cache:
         client, serializer = _make_async_reader(cache) or (None, None)
-        entry = (cache, client, serializer)
+        reads = None if client is None else MgetBatch(client)
+        entry = (cache, reads, serializer)
         with _async_lock:
             for old in [old for old in _async_clients if old.is_closed()]:
                 del _async_clients[old]  # its sockets close when collected
@@ -178,9 +182,9 @@ async def aget_many(keys: list[str]) -> dict[str, Any] | None:
     reader = _async_reader(cache)
     if reader is None:
         return None
-    client, serializer = reader
+    reads, serializer = reader
     made = [cache.make_and_validate_key(key) for key in keys]
-    values = await _batch(client).get(made)
+    values = await reads.get(made)
     return {
         key: serializer.loads(value)
         for key, value in zip(keys, values, strict=True)
@@ -188,62 +192,92 @@ async def aget_many(keys: list[str]) -> dict[str, Any] | None:
     }
 
 
-class _MgetBatch:
-    """Concurrent reads of one loop in one ``MGET``, by group commit: the first
-    read goes out at once; reads that arrive while it is in flight wait and go
-    out together, as one command, when it returns.  A lone read costs one round
-    trip, as before; sixteen concurrent ones cost about two, not sixteen (each
-    command costs more CPU in redis-py than its keys do)."""
+class CacheReadFailed(ConnectionError):
+    """The grouped read that carried this one failed (its cause is chained)."""
+
+
+class MgetBatch:
+    """Concurrent reads of one loop in few ``MGET`` commands, by group commit:
+    the first read goes out at once; reads that arrive while it is in flight
+    wait and go out together, as one command, when it returns.  A lone read
+    costs one round trip, as before; sixteen concurrent ones cost about two,
+    not sixteen (each command costs more CPU in redis-py than its keys do).
+    One command carries at most :attr:`MAX_KEYS` keys; a backlog larger than
+    that gets up to :attr:`MAX_IN_FLIGHT` commands at once."""
+
+    MAX_KEYS = 512
+    MAX_IN_FLIGHT = 4
 
     def __init__(self, client: Any) -> None:
         self.client = client
-        self.waiting: list[tuple[list[Any], asyncio.Future[list[Any]]]] = []
-        self.running = False
+        self.waiting: deque[tuple[list[Any], asyncio.Future[list[Any]]]] = deque()
+        self.waiting_keys = 0
+        self.runners: set[asyncio.Task[None]] = set()
 
     async def get(self, keys: list[Any]) -> list[Any]:
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self.waiting.append((keys, future))
-        if not self.running:
-            self.running = True
-            asyncio.ensure_future(self._run())
+        self.waiting_keys += len(keys)
+        if not self.runners or (
+            self.waiting_keys > self.MAX_KEYS and len(self.runners) < self.MAX_IN_FLIGHT
+        ):
+            runner = asyncio.ensure_future(self._run())
+            self.runners.add(runner)
+            runner.add_done_callback(self._ended)
         return await future
 
+    def _take(self) -> list[tuple[list[Any], asyncio.Future[list[Any]]]]:
+        batch, count = [], 0
+        while self.waiting and (
+            not batch or count + len(self.waiting[0][0]) <= self.MAX_KEYS
+        ):
+            keys, future = self.waiting.popleft()
+            self.waiting_keys -= len(keys)
+            count += len(keys)
+            batch.append((keys, future))
+        return batch
+
     async def _run(self) -> None:
+        batch: list[tuple[list[Any], asyncio.Future[list[Any]]]] = []
         try:
             while self.waiting:
-                batch, self.waiting = self.waiting, []
+                batch = self._take()
                 try:
                     values = await self.client.mget(
                         [k for keys, _ in batch for k in keys]
                     )
-                except BaseException as e:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(
-                                e if isinstance(e, Exception) else ConnectionError()
-                            )
-                    if not isinstance(e, Exception):
-                        raise
+                except Exception as e:
+                    _fail(batch, e)
+                    batch = []
                     continue
                 start = 0
                 for keys, future in batch:
                     if not future.done():  # not cancelled meanwhile
                         future.set_result(values[start : start + len(keys)])
                     start += len(keys)
+                batch = []
         finally:
-            self.running = False
+            # Leave the set now, not only in the done-callback: a read queued
+            # between this return and that callback would find a runner gone.
+            self.runners.discard(asyncio.current_task())  # type: ignore[arg-type]
+            _fail(batch, ConnectionError("the cache read was cancelled"))
+
+    def _ended(self, runner: asyncio.Task[None]) -> None:
+        """A runner is done; if it was cancelled (the loop is closing, perhaps
+        before it even started) and no other runner is left, nobody may wait
+        for ever."""
+        self.runners.discard(runner)
+        if runner.cancelled() and not self.runners and self.waiting:
+            _fail(list(self.waiting), ConnectionError("the cache read was cancelled"))
+            self.waiting.clear()
+            self.waiting_keys = 0
 
 
-#: client -> its batch (one client per loop, see :func:`_async_reader`).
-_batches: dict[int, _MgetBatch] = {}
-
-
-def _batch(client: Any) -> _MgetBatch:
-    batch = _batches.get(id(client))
-    if batch is None or batch.client is not client:
-        with _async_lock:
-            live = {id(entry[1]) for entry in _async_clients.values()}
-            for key in [key for key in _batches if key not in live]:
-                del _batches[key]
-            batch = _batches[id(client)] = _MgetBatch(client)
-    return batch
+def _fail(
+    batch: list[tuple[list[Any], asyncio.Future[list[Any]]]], error: Exception
+) -> None:
+    for _, future in batch:
+        if not future.done():
+            failure = CacheReadFailed(f"cache read failed: {error!r}")
+            failure.__cause__ = error
+            future.set_exception(failure)
