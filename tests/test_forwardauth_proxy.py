@@ -40,38 +40,8 @@ from tests.test_chainlit_compat import chainlit  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.timeout(600)
 
-#: The recipe of docs/deployment.md ("Forward auth with nginx").
-NGINX_CONF = """
-worker_processes 1;
-{user}
-error_log {tmp}/error.log warn;
-pid {tmp}/nginx.pid;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    map $http_upgrade $connection_upgrade {{ default upgrade; "" close; }}
-    upstream chatauth {{ server 127.0.0.1:{chatauth}; }}
-    upstream chainlit {{ server 127.0.0.1:{chainlit}; }}
-    server {{
-        listen 127.0.0.1:{port};
-        # Not the recipe: what the backend receives, echoed, for the tests.
-        location /echo/ {{
-            auth_request /_chatauth/verify;
-            auth_request_set $auth_user $upstream_http_x_auth_user;
-            auth_request_set $auth_user_id $upstream_http_x_auth_user_id;
-            auth_request_set $auth_display_name $upstream_http_x_auth_display_name;
-            auth_request_set $auth_metadata $upstream_http_x_auth_metadata;
-            proxy_set_header X-Auth-User $auth_user;
-            proxy_set_header X-Auth-User-Id $auth_user_id;
-            proxy_set_header X-Auth-Display-Name $auth_display_name;
-            proxy_set_header X-Auth-Metadata $auth_metadata;
-            proxy_pass http://127.0.0.1:{echo};
-        }}
+#: The recipe of docs/deployment.md ("Forward auth"), for one backend.
+RECIPE = """
         location = /_chatauth/verify {{
             internal;
             proxy_pass http://chatauth/auth/verify;
@@ -95,8 +65,35 @@ http {{
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
             proxy_set_header Host $host;
-            proxy_pass http://chainlit;
+            proxy_pass http://{backend};
         }}
+"""
+#: Two servers with that recipe: in front of Chainlit, and in front of a
+#: backend that echoes the headers it receives (what the recipe passes on).
+NGINX_CONF = """
+worker_processes 1;
+{user}
+error_log {tmp}/error.log warn;
+pid {tmp}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    map $http_upgrade $connection_upgrade {{ default upgrade; "" close; }}
+    upstream chatauth {{ server 127.0.0.1:{chatauth}; }}
+    upstream chainlit {{ server 127.0.0.1:{chainlit}; }}
+    upstream echo {{ server 127.0.0.1:{echo}; }}
+    server {{
+        listen 127.0.0.1:{port};
+        {in_front_of_chainlit}
+    }}
+    server {{
+        listen 127.0.0.1:{echo_port};
+        {in_front_of_echo}
     }}
 }}
 """
@@ -126,7 +123,7 @@ def proxy(tmp_path_factory, chatauth_server, chainlit, echo_server):  # noqa: F8
             pytest.fail(reason + " and CHATAUTH_REQUIRE_SERVICES=1", pytrace=False)
         pytest.skip(reason)
     tmp = tmp_path_factory.mktemp("nginx")
-    port = free_port()
+    port, echo_port = free_port(), free_port()
     conf = tmp / "nginx.conf"
     conf.write_text(
         NGINX_CONF.format(
@@ -135,6 +132,9 @@ def proxy(tmp_path_factory, chatauth_server, chainlit, echo_server):  # noqa: F8
             user="user root;" if os.geteuid() == 0 else "",
             tmp=tmp,
             port=port,
+            echo_port=echo_port,
+            in_front_of_chainlit=RECIPE.format(backend="chainlit"),
+            in_front_of_echo=RECIPE.format(backend="echo"),
             chatauth=chatauth_server.port,
             chainlit=chainlit.rsplit(":", 1)[1],
             echo=echo_server,
@@ -149,7 +149,7 @@ def proxy(tmp_path_factory, chatauth_server, chainlit, echo_server):  # noqa: F8
         wait_for_http(f"http://127.0.0.1:{port}/", process, log=tmp / "error.log")
     except RuntimeError as e:
         pytest.fail(f"nginx did not start: {e}")
-    yield f"127.0.0.1:{port}"
+    yield {"chainlit": f"127.0.0.1:{port}", "echo": f"127.0.0.1:{echo_port}"}
     stop_process(process)
 
 
@@ -195,6 +195,7 @@ def logout(chatauth_server, token: str) -> None:
 
 
 def test_http_through_the_proxy(proxy, chatauth_server, chainlit):  # noqa: F811
+    proxy = proxy["chainlit"]
     token = login(chatauth_server)
     auth = {"Authorization": f"Bearer {token}"}
     through = httpx.get(f"http://{proxy}/user", headers=auth, timeout=10)
@@ -212,6 +213,7 @@ def test_socketio_handshake_through_the_proxy(proxy, chatauth_server):
     """Chainlit's browser client authenticates its socket with the
     ``access_token`` cookie: the proxy checks that cookie on the handshake,
     for long-polling and for the WebSocket upgrade."""
+    proxy = proxy["chainlit"]
     token = login(chatauth_server)
     cookie = {"Cookie": f"access_token={token}"}
     path = "/ws/socket.io/?EIO=4&transport="
@@ -244,7 +246,7 @@ def test_the_backend_sees_chatauths_identity_never_the_clients(proxy, chatauth_s
         "X-Auth-Metadata": '{"role": "admin"}',
     }
     seen = httpx.get(
-        f"http://{proxy}/echo/",
+        f"http://{proxy['echo']}/anything",
         headers={**spoofed, "Authorization": f"Bearer {token}"},
         timeout=10,
     ).json()
@@ -252,5 +254,5 @@ def test_the_backend_sees_chatauths_identity_never_the_clients(proxy, chatauth_s
     assert seen["x-auth-user-id"].isdigit() and seen["x-auth-user-id"] != "999"
     assert "x-auth-display-name" not in seen  # none set: dropped, not the client's
     assert seen["x-auth-metadata"] == "{}"
-    refused = httpx.get(f"http://{proxy}/echo/", headers=spoofed, timeout=10)
+    refused = httpx.get(f"http://{proxy['echo']}/", headers=spoofed, timeout=10)
     assert refused.status_code == 401
