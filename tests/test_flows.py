@@ -59,6 +59,7 @@ def http_request(user=None):
         from django.contrib.auth import login
 
         login(request, user, backend="chatauth.backends.ThrottledModelBackend")
+        request.session.set_expiry(600)  # not SESSION_COOKIE_AGE: its own
         request.session.save()
     return request
 
@@ -376,8 +377,12 @@ def test_logging_out_a_session_credential_ends_that_session(user, client):
     """The chat socket's logout with a session cookie: its credential is the
     Django session itself."""
     client.force_login(user)
-    session_key = client.session.session_key
+    session = client.session
+    session.set_expiry(600)  # not SESSION_COOKIE_AGE: its own
+    session.save()
+    session_key = session.session_key
     credential = websessions.identity(session_key)
+    assert abs(credential.expires_at - (time.time() + 600)) < 5
     flows.logout(None, user, credential=credential, method="websocket")
     row = RevokedToken.objects.get(key=websessions.session_key_id(session_key))
     assert (row.reason, str(row.user_id)) == ("logout", str(user.pk))
