@@ -199,3 +199,18 @@ def test_a_size_of_one_remembers_one_token(clock):
     signed.put("b", {"exp": exp}, 1, signed.generation())
     assert (signed.size(), signed.get("a", 0)) == (1, None)
     assert signed.get("b", 0) == {"exp": exp}
+
+
+@pytest.mark.parametrize(
+    "claims", [{}, {"exp": None}, {"exp": "1999999999"}, {"exp": float("nan")}]
+)
+def test_claims_without_a_usable_exp_are_not_remembered_and_never_raise(claims):
+    signed.put("t", claims, 10, signed.generation())
+    assert signed.size() == 0
+    assert signed.get("t", 10) is None
+
+
+def test_claims_that_are_not_plain_json_are_not_remembered(clock):
+    exp = int(clock.now) + 60
+    signed.put("t", {"exp": exp, "score": float("inf")}, 10, signed.generation())
+    assert signed.size() == 0
