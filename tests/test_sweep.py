@@ -285,6 +285,8 @@ def test_a_sweep_batch_decides_each_socket(user, monkeypatch):
     rows = [
         ChatSession.objects.create(user=user, last_seen_at=earlier) for _ in range(6)
     ]
+    # Another worker's socket: not in this batch, not touched by it.
+    elsewhere = ChatSession.objects.create(user=user, last_seen_at=earlier)
     for done in rows[3:5]:
         ChatSession.objects.filter(pk=done.pk).update(closed_at=earlier)
     revocation.revoke_token(revoked_expired, reason="test")
@@ -320,6 +322,7 @@ def test_a_sweep_batch_decides_each_socket(user, monkeypatch):
         )
     )
     assert touched == {r.pk for r in (rows[0], rows[1], rows[2], rows[5])}
+    assert elsewhere.pk not in touched
     # The web session expires behind everyone's back (an update: no signal, no
     # denylist row): its socket is told it was revoked.
     Session.objects.filter(session_key=client.session.session_key).update(
