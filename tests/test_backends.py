@@ -386,6 +386,7 @@ TokenBackend = _throttled(_TokenBackend)
 
 def test_a_backend_with_no_name_is_counted_by_address_only():
     """No name to count: not one bucket every such login in the world shares."""
+    _TokenBackend.requests = []
     with override_settings(
         AUTHENTICATION_BACKENDS=["tests.test_backends.TokenBackend"]
     ):
