@@ -316,3 +316,120 @@ def test_a_backend_that_takes_any_credentials_is_flagged():
 class AnyCredentialsBackend:
     def authenticate(self, request, **credentials):
         return None
+
+
+# --- What each attempt is counted under, and what the backend is given ----------
+
+
+def counted(ip: str | None, name: str = "") -> tuple[int | None, int | None]:
+    """The failures counted now against address ``ip`` and username ``name``."""
+    from django.core.cache import caches
+
+    cache = caches["default"]
+    return (
+        cache.get(throttling._address_key(ip)),
+        cache.get(throttling._username_key(name)) if name else None,
+    )
+
+
+def test_an_email_keyed_backend_counts_each_email_as_a_username(make_user):
+    """Ten addresses guessing one email: its per-username limit holds."""
+    make_user("bob", email="bob@example.test")
+    with override_settings(
+        AUTHENTICATION_BACKENDS=["tests.test_backends.EmailBackend"]
+    ):
+        for i in range(10):
+            ip = f"192.0.2.{i + 1}"
+            authenticate(request(ip), email="bob@example.test", password="x")
+        assert counted("192.0.2.1", "bob@example.test") == (1, 10)
+        refused = authenticate(
+            request("192.0.2.50"), email="bob@example.test", password=PASSWORD
+        )
+        assert refused is None
+
+
+def test_a_username_field_other_than_username_is_counted_by_it(make_user, monkeypatch):
+    """A user model whose USERNAME_FIELD is ``email``: Django's forms still pass
+    ``username=`` (counted), a caller may pass ``email=`` (counted the same)."""
+    from django.contrib.auth import get_user_model
+
+    make_user("bob", email="bob@example.test")
+    monkeypatch.setattr(get_user_model(), "USERNAME_FIELD", "email")
+    authenticate(request("192.0.2.1"), username="bob@example.test", password="x")
+    assert counted("192.0.2.1", "bob@example.test") == (1, 1)
+    for i in range(9):
+        authenticate(
+            request(f"192.0.2.{i + 2}"), email="bob@example.test", password="x"
+        )
+    assert counted("192.0.2.1", "bob@example.test") == (1, 10)
+    assert (
+        authenticate(request("192.0.2.50"), email="bob@example.test", password=PASSWORD)
+        is None
+    )
+
+
+class _TokenBackend:
+    """A password backend keyed by neither a username nor an email."""
+
+    requests: list = []
+
+    def authenticate(self, request, api_token=None, password=None):
+        _TokenBackend.requests.append(request)
+        return None
+
+    def get_user(self, user_id):
+        return None
+
+
+TokenBackend = _throttled(_TokenBackend)
+
+
+def test_a_backend_with_no_name_is_counted_by_address_only():
+    """No name to count: not one bucket every such login in the world shares."""
+    _TokenBackend.requests = []
+    with override_settings(
+        AUTHENTICATION_BACKENDS=["tests.test_backends.TokenBackend"]
+    ):
+        for i in range(12):
+            ip = f"192.0.2.{i + 1}"
+            assert authenticate(request(ip), api_token=f"t{i}", password="x") is None
+            assert counted(ip) == (1, None)
+        assert AuditEvent.objects.filter(reason="throttled").count() == 0
+        assert len(_TokenBackend.requests) == 12  # each one checked
+
+
+def test_the_backend_gets_the_request_with_and_without_a_password():
+    _TokenBackend.requests = []
+    backend = TokenBackend()
+    with_password, without = request(), request()
+    backend.authenticate(with_password, api_token="t", password="x")
+    backend.authenticate(without, api_token="t")
+    assert _TokenBackend.requests == [with_password, without]
+
+
+def test_aauthenticate_counts_the_requests_own_address(user):
+    made = request("192.0.2.77")
+    async_to_sync(aauthenticate)(made, username="alice", password="wrong")
+    assert counted("192.0.2.77", "alice") == (1, 1)
+    assert counted(None) == (None, None)
+
+
+def test_a_throttled_backend_raises_with_the_time_left(user, monkeypatch):
+    import time
+
+    now = 1_700_000_000.0
+    monkeypatch.setattr(time, "time", lambda: now)
+    for _ in range(10):
+        authenticate(request(), username="alice", password="wrong")
+    now += 100
+    made = request()
+    with pytest.raises(throttling.LoginThrottled) as refused:
+        ThrottledModelBackend().authenticate(made, username="alice", password="x")
+    assert refused.value.retry_after == 200
+    from chatauth.backends import RETRY_AFTER
+
+    assert getattr(made, RETRY_AFTER) == 200
+    # Noted for the audit row of this failure (authenticate() would write it;
+    # called directly, nothing did): taken here, so no later failure is
+    # mistaken for a throttled one.
+    assert throttling.take_refusal() == 200

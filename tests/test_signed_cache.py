@@ -157,3 +157,60 @@ def test_a_bad_size_remembers_nothing_and_never_raises(user, size):
         raw = fresh_access(user)
         assert tokens.verify_token(raw).identifier == "alice"
         assert signed.size() == 0
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """``time.time()`` as the test sets it: ``clock.now``."""
+
+    class Clock:
+        now = 1_700_000_000.0
+
+    monkeypatch.setattr(time, "time", lambda: Clock.now)
+    return Clock
+
+
+def test_a_hit_ends_exactly_at_exp_plus_leeway(clock):
+    exp = int(clock.now) + 60
+    signed.put("t", {"exp": exp, "sub": "1"}, 10, signed.generation())
+    clock.now = exp + 10 - 0.001  # the last instant PyJWT still accepts it
+    assert signed.get("t", 10) == {"exp": exp, "sub": "1"}
+    clock.now = exp + 10  # PyJWT refuses it from here: so does the cache
+    assert signed.get("t", 10) is None
+    assert signed.size() == 0  # and forgets it
+    clock.now = exp - 1
+    assert signed.get("t", 10) is None  # gone, not merely hidden
+
+
+def test_without_leeway_a_hit_ends_at_exp(clock):
+    exp = int(clock.now) + 60
+    signed.put("t", {"exp": exp}, 10, signed.generation())
+    clock.now = exp - 0.001
+    assert signed.get("t", 0) == {"exp": exp}
+    clock.now = exp
+    assert signed.get("t", 0) is None
+
+
+def test_a_size_of_one_remembers_one_token(clock):
+    exp = int(clock.now) + 60
+    signed.put("a", {"exp": exp}, 1, signed.generation())
+    assert signed.size() == 1
+    assert signed.get("a", 0) == {"exp": exp}
+    signed.put("b", {"exp": exp}, 1, signed.generation())
+    assert (signed.size(), signed.get("a", 0)) == (1, None)
+    assert signed.get("b", 0) == {"exp": exp}
+
+
+@pytest.mark.parametrize(
+    "claims", [{}, {"exp": None}, {"exp": "1999999999"}, {"exp": float("nan")}]
+)
+def test_claims_without_a_usable_exp_are_not_remembered_and_never_raise(claims):
+    signed.put("t", claims, 10, signed.generation())
+    assert signed.size() == 0
+    assert signed.get("t", 10) is None
+
+
+def test_claims_that_are_not_plain_json_are_not_remembered(clock):
+    exp = int(clock.now) + 60
+    signed.put("t", {"exp": exp, "score": float("inf")}, 10, signed.generation())
+    assert signed.size() == 0

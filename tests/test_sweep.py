@@ -249,3 +249,84 @@ async def test_a_session_whose_data_lost_its_login_does_not_stop_the_sweep(user,
     # And the sweep still works for the rest: a bulk deactivation is found.
     await type(user).objects.filter(pk=user.pk).aupdate(is_active=False)
     await closes_within_a_beat(by_token, time.monotonic())
+
+
+# --- One batch, decided directly (sessions.sweep) -------------------------------
+
+
+def _consumer(verified, session_id):
+    from chatauth.consumers import ChatConsumer
+    from chatauth.middleware import SocketAuth
+
+    consumer = ChatConsumer()
+    consumer.auth = SocketAuth(verified, "header")
+    consumer.session_id = session_id
+    return consumer
+
+
+def test_a_sweep_batch_decides_each_socket(user, monkeypatch):
+    """Each socket's verdict, and the first reason wins: revoked before
+    expired, a revoked token before a closed row; open rows touched."""
+    from dataclasses import replace
+
+    from chatauth.middleware import SocketAuth
+    from chatauth.sessions import sweep
+
+    def access():
+        return tokens.verify_token(str(tokens.issue_pair(user).access))
+
+    holding, expiring, revoked_expired, closed_revoked, closed, web = (
+        access() for _ in range(6)
+    )
+    client = Client()
+    client.force_login(user)
+    web = websessions.identity(client.session.session_key)
+    earlier = timezone.now() - timedelta(minutes=5)
+    rows = [
+        ChatSession.objects.create(user=user, last_seen_at=earlier) for _ in range(6)
+    ]
+    # Another worker's socket: not in this batch, not touched by it.
+    elsewhere = ChatSession.objects.create(user=user, last_seen_at=earlier)
+    for done in rows[3:5]:
+        ChatSession.objects.filter(pk=done.pk).update(closed_at=earlier)
+    revocation.revoke_token(revoked_expired, reason="test")
+    revocation.revoke_token(closed_revoked, reason="test")
+    consumers = [
+        _consumer(v, r.pk)
+        for v, r in zip(
+            (holding, expiring, revoked_expired, closed_revoked, closed, web),
+            rows,
+            strict=True,
+        )
+    ]
+    # The clock at the exact second ``expiring`` expires (the tokens minted
+    # with it expire then too: those that must not are given a later expiry).
+    now = expiring.expires_at
+    consumers[0].auth = SocketAuth(replace(holding, expires_at=now + 0.001), "header")
+    consumers[2].auth = SocketAuth(
+        replace(revoked_expired, expires_at=now - 1), "header"
+    )
+    consumers[4].auth = SocketAuth(replace(closed, expires_at=now + 60), "header")
+    monkeypatch.setattr(time, "time", lambda: now)
+    assert sweep(consumers) == [
+        None,
+        CloseCode.UNAUTHORIZED,
+        CloseCode.REVOKED,
+        CloseCode.REVOKED,
+        CloseCode.REVOKED,
+        None,
+    ]
+    touched = set(
+        ChatSession.objects.filter(last_seen_at__gt=earlier).values_list(
+            "pk", flat=True
+        )
+    )
+    assert touched == {r.pk for r in (rows[0], rows[1], rows[2], rows[5])}
+    assert elsewhere.pk not in touched
+    # The web session expires behind everyone's back (an update: no signal, no
+    # denylist row): its socket is told it was revoked.
+    Session.objects.filter(session_key=client.session.session_key).update(
+        expire_date=earlier
+    )
+    assert sweep(consumers[5:]) == [CloseCode.REVOKED]
+    assert sweep([_consumer(expiring, rows[4].pk)]) == [CloseCode.UNAUTHORIZED]

@@ -361,3 +361,34 @@ def test_unlocking_unknown_frees_the_shared_bucket_of_unknown_addresses(clock):
     assert not throttling.reserve("bob", None).allowed
     assert throttling.unlock("unknown") == "username"
     assert throttling.reserve("bob", None).allowed
+
+
+def test_every_counter_key_lives_exactly_the_configured_window(clock):
+    """A window shorter than the cache's default timeout (300 s): the count and
+    its start both end with it, on the normal path and on the race fallback."""
+    from datetime import timedelta
+
+    from tests.caches import VanishingLocMemCache
+
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "vanishing": {"BACKEND": "tests.caches.VanishingLocMemCache"},
+    }
+    window = 60
+    with override_settings(
+        CACHES=caches,
+        CHATAUTH={
+            "CACHE_ALIAS": "vanishing",
+            "LOGIN_FAILURE_LIMIT": 2,
+            "LOGIN_FAILURE_WINDOW": timedelta(seconds=window),
+        },
+    ):
+        for path in ("add then incr", "race fallback"):
+            VanishingLocMemCache.vanish = path == "race fallback"
+            fail(2, "", IP)
+            clock.now += 15
+            assert throttling.reserve("", IP).retry_after == window - 15
+            clock.now += window - 15  # the window is over: a new one, a full one
+            fail(2, "", IP)
+            assert throttling.reserve("", IP).retry_after == window
+            clock.now += window
