@@ -493,3 +493,47 @@ def test_the_exact_issue_time_counts_on_copilot_tokens_only(user):
     chainlit[tokens.ISSUED_AT_CLAIM] = time.time()
     with pytest.raises(TokenError):
         tokens.verify_token(forge(chainlit))
+
+
+# --- Edges the mutation run found untested --------------------------------------------
+
+
+def test_a_token_issued_at_the_logout_everywhere_instant_is_refused(user):
+    """``issued_at <= not_before`` is refused, the instant itself included."""
+    from chatauth import revocation
+
+    revocation.revoke_user(user)
+    state = revocation.load_user_state(user.pk)
+    claims = claims_of(str(tokens.issue_pair(user).access))
+    for name in ("jti",):
+        claims[name] = claims[name] + "-edge"
+    claims["iat"] = state.tokens_not_before  # exactly then
+    with pytest.raises(TokenRevoked):
+        tokens.verify_token(forge(claims))
+    claims["iat"] = state.tokens_not_before + 0.001  # a millisecond after
+    claims["jti"] += "-after"
+    assert str(tokens.verify_token(forge(claims)).user_pk) == str(user.pk)
+
+
+@pytest.mark.parametrize("setting", ["AUDIENCE", "ISSUER"])
+def test_a_configured_audience_or_issuer_is_enforced(user, setting):
+    claim = {"AUDIENCE": "aud", "ISSUER": "iss"}[setting]
+    with override_settings(
+        CHATAUTH={"SECRET": os.environ["CHATAUTH_SECRET"], setting: "chat.example"}
+    ):
+        tokens.reset_backend()
+        try:
+            minted = str(tokens.issue_pair(user).access)
+            assert claims_of(minted)[claim] == "chat.example"
+            assert str(tokens.verify_token(minted).user_pk) == str(user.pk)
+            for value in (None, "elsewhere.example"):
+                claims = claims_of(minted)
+                claims["jti"] += f"-{value}"
+                if value is None:
+                    del claims[claim]
+                else:
+                    claims[claim] = value
+                with pytest.raises(TokenError):
+                    tokens.verify_token(forge(claims))
+        finally:
+            tokens.reset_backend()
