@@ -283,3 +283,12 @@ async def test_a_server_error_closes_the_socket_on_either_server(
             assert await close_code(ws) == code
     finally:
         stop_process(process)
+
+
+async def test_a_socket_without_credentials_is_refused_on_either_server(server):
+    """Refusals are close codes every server can send (daphne refuses a close
+    code that is an ``IntEnum``, and the client would hang): a first frame that
+    is not ``{"type": "auth"}`` gets 4401."""
+    async with connect(f"ws://{server}/ws/chat/") as ws:
+        await ws.send(json.dumps({"type": "message", "content": "hi"}))
+        assert await close_code(ws) == 4401
