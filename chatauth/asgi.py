@@ -15,9 +15,9 @@ The application routes HTTP to Django, ``ws/chat/`` to chatauth's chat consumer
 any other WebSocket path to a refusal at the handshake (HTTP 403, not a 500),
 and the lifespan protocol to :func:`chatauth.routing.lifespan`.  ``auth/verify``
 (forward auth, :mod:`chatauth.forwardauth`) is answered ahead of Django's
-request cycle.  In DEBUG,
-with ``django.contrib.staticfiles`` installed, static files are served too
-(as ``runserver`` does), so ``copilot.js`` loads under uvicorn as well.
+request cycle.  In DEBUG, with ``django.contrib.staticfiles`` installed, static
+files are served too (as ``runserver`` does), so ``copilot.js`` loads under
+uvicorn as well.
 
 A project's own WebSocket routes go in ``websocket_urlpatterns``: they are
 tried before the refusal, each with whatever middleware the project wraps it

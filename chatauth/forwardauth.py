@@ -40,6 +40,7 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 from django.http.cookie import parse_cookie
 
+from chatauth.authentication import bearer_token
 from chatauth.conf import settings
 from chatauth.constants import Method
 from chatauth.exceptions import TokenError
@@ -67,10 +68,9 @@ Headers = list[tuple[bytes, bytes]]
 
 def credential(authorization: str | None, cookie_header: str | None) -> str | None:
     """The token a proxied request carries, in the order above, or None."""
-    if authorization is not None:
-        scheme, _, token = authorization.strip().partition(" ")
-        if scheme.lower() == "bearer":
-            return token.strip()
+    token = bearer_token(authorization)
+    if token is not None:
+        return token
     if not cookie_header:
         return None
     cookies = parse_cookie(cookie_header)
