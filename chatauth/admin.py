@@ -18,6 +18,7 @@ from django.utils.cache import add_never_cache_headers
 from django.utils.translation import gettext_lazy as _
 
 from chatauth import flows
+from chatauth.chatsessions import close_session
 from chatauth.models import (
     APIKey,
     AuditEvent,
@@ -28,7 +29,6 @@ from chatauth.models import (
     ProviderLogin,
     RevokedToken,
 )
-from chatauth.sessions import close_session
 
 RECENT_AUDIT_ROWS = 20
 #: What an API key may mint for (see ``APIKey.may_mint_for``).

@@ -1,5 +1,6 @@
 """The chat consumer: one authenticated, revocable chat session per WebSocket.
 
+:class:`ChatConsumer` is the class a project subclasses (see its docstring).
 Wrap it in :func:`chatauth.middleware.ChatAuthMiddlewareStack` (the demo's
 ``chatauth.routing`` does).  Protocol, JSON text frames both ways:
 
@@ -34,68 +35,81 @@ frame over ``MAX_MESSAGE_BYTES``, 4429 over ``MESSAGE_RATE``.  Once a close is
 decided no more handler code runs: the handler task is cancelled and its
 ``send`` refuses.
 
-The sweep: on every heartbeat each worker re-checks its live sessions against
-the database in batches (:func:`sweep`), and closes those whose credential no
-longer holds or whose row is gone.  A lost channel-layer message, a bulk
-``QuerySet.update()`` or a revocation by another process with no shared layer
-costs at most one ``HEARTBEAT_INTERVAL``.
+The sweep: on every heartbeat each worker re-checks its live chat sessions
+against the database in batches (:mod:`chatauth.chatsessions.sweep`), and closes
+those whose credential no longer holds or whose row is gone.  A lost
+channel-layer message, a bulk ``QuerySet.update()`` or a revocation by another
+process with no shared layer costs at most one ``HEARTBEAT_INTERVAL``.
 
-Handlers run in a task of their own, one message after the other, so the
-socket keeps reading (and can be revoked) while a handler streams a reply.
+Handlers run in a task of their own (:mod:`chatauth.handlers`), one message
+after the other, so the socket keeps reading (and can be revoked) while a
+handler streams a reply.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import re
 import time
 import uuid
 from collections import deque
 from typing import Any
 
-from asgiref.sync import async_to_sync, sync_to_async
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
-from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.contrib.auth import get_user_model
-from django.db import (
-    close_old_connections,
-)
 
-from chatauth import flows, hooks, revocation
+from chatauth import flows, hooks, protocol, revocation
+from chatauth.chatsessions.registry import registry, worker_id
 from chatauth.conf import settings
-from chatauth.constants import (
-    CloseCode,
-    Method,
-    TokenType,
-    token_group,
-    user_group,
-)
-from chatauth.context import activate, reset
+from chatauth.constants import CloseCode, Method, token_group, user_group
 from chatauth.exceptions import TokenError
 from chatauth.functions import PendingCalls
-from chatauth.internal.cache import is_local as is_local_cache
-from chatauth.internal.calls import acall
+from chatauth.handlers import SessionClosed, run_inbox, settle
+from chatauth.identities import UNDECIDED, SocketAuth
 from chatauth.internal.http import scope_client
-from chatauth.middleware import SocketAuth, audit_refusal
+from chatauth.middleware.auth import audit_refusal
 from chatauth.models import ChatSession
-from chatauth.sessions import registry, worker_id
+from chatauth.protocol import RateWindow, frame_size
 
 logger = logging.getLogger("chatauth.consumers")
-#: :meth:`ChatConsumer._check_again_here` could not decide without I/O.
-_UNDECIDED = object()
 
 
-class SessionClosed(Exception):
-    """Raised by ``send`` in a handler whose session has closed."""
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    """One live chat session; needs ``scope["chatauth"]`` from
+    :func:`~chatauth.middleware.ChatAuthMiddlewareStack`.
 
+    The class a project subclasses, the Channels way: override Channels' hooks
+    and call ``super()``, then route the subclass instead of this class
+    (``ChatAuthMiddlewareStack(MyConsumer)``, in ``websocket_urlpatterns``)::
 
-class ChatConsumer(AsyncWebsocketConsumer):
-    """One live chat session.  Needs ``scope["chatauth"]`` from the middleware."""
+        class MyConsumer(ChatConsumer):
+            async def connect(self):
+                await super().connect()
+                if not self.closing:  # the chat session is open
+                    await self.send_json({"type": "motd", "text": "Hello"})
+
+            async def receive_json(self, content, **kwargs):
+                if content.get("type") == "typing":
+                    return  # a frame of this project's own
+                await super().receive_json(content, **kwargs)
+
+            async def disconnect(self, code):
+                await super().disconnect(code)  # the chat session's end is recorded
+
+    ``connect()`` opens the chat session: admission (4429 over a cap), the
+    channel-layer groups, the second revocation check, the row, then the
+    ``{"type": "session"}`` frame; after ``super().connect()``, ``closing`` is
+    true if it ended already.  ``receive()`` applies the limits (4413, 4429)
+    and parses the frame; ``receive_json()`` gets each client frame that is a
+    JSON value.  ``disconnect(code)`` ends the chat session: handlers cancelled,
+    groups left, the row closed.  Revocation (4410), expiry (4401) and the
+    sweep hold whatever the subclass overrides.  ``send_message(content)`` and
+    ``send_json(frame)`` send; ``user_session`` is the chat session's store.
+    """
 
     session_id: uuid.UUID
     auth: SocketAuth
@@ -115,7 +129,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self._handler: asyncio.Task[None] | None = None
         self._inbox: deque[tuple[str, Any, str]] = deque()
         self.calls = PendingCalls()
-        self._recent: deque[float] | None = None
+        self._rate = RateWindow()
         self._errors = 0
         self.groups_joined_at = 0.0
 
@@ -156,9 +170,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         await handler(message)
 
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        # Channels' own leaves the groups before disconnect() runs (failing on a
+        # channel layer that is down, with the row never closed) and hops to a
+        # thread for close_old_connections() (none is needed: see dispatch()).
+        self.gone = True
+        await self.disconnect(message.get("code") or 1006)
+        raise StopConsumer()
+
     # --- Connect --------------------------------------------------------------------
 
-    async def websocket_connect(self, message: dict[str, Any]) -> None:
+    async def connect(self) -> None:
+        """Open the chat session (see the class docstring)."""
         auth = self.scope.get("chatauth")
         if not isinstance(auth, SocketAuth):
             logger.error("ChatConsumer is not wrapped in ChatAuthMiddlewareStack")
@@ -195,11 +218,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.groups_joined_at = time.monotonic()
         await self.accept(auth.subprotocol)
-        refused = self._check_again_here()
-        if refused is _UNDECIDED:
-            # Handlers wait for the second check, which runs while the client
-            # reads the session message: nothing runs for a token revoked in
-            # between.
+        # The second check, on the loop when the cache alone can decide (a
+        # local-memory cache: no I/O).  Else handlers wait for it, and it runs
+        # while the client reads the session message: nothing runs for a
+        # token revoked in between.
+        refused = auth.check_on_loop()
+        if refused is UNDECIDED:
             self._checked = asyncio.ensure_future(self._check_again())
         self._arm_expiry(verified.expires_at)
         user = verified.user_dict()
@@ -220,69 +244,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
             user_agent=user_agent,
         )
         # Durable before announced: listable, deletable, every worker sees it.
-        if not await registry().opened(self):
-            return await self._close(
-                CloseCode.SERVER_ERROR
-            )  # not recorded: the client retries
+        if not await registry().opened(self):  # not recorded: the client retries
+            return await self._close(CloseCode.SERVER_ERROR)
         if self.closing:
             return  # ended while its row was written (a revocation meanwhile)
-        await self._send_json(
+        await self.send_json(
             {"type": "session", "session_id": str(self.session_id), "user": user}
         )
-        if refused is not None and refused is not _UNDECIDED:
-            await self._close(refused)
-
-    def _check_again_here(self) -> int | object | None:
-        """The second check on the loop, when the cache alone can decide it (a
-        local-memory cache: no I/O).  None if still valid, the close code if
-        not, ``_UNDECIDED`` when it needs a worker thread (:meth:`_check_again`)."""
-        verified = self.auth.token
-        if verified.token_type == TokenType.SESSION or not is_local_cache():
-            return _UNDECIDED
-        try:
-            revocation.check(verified, cache_only=True)
-        except revocation.NeedsDatabase:
-            return _UNDECIDED
-        except TokenError as e:
-            return revocation.close_code(e)
-        return None
+        if refused is not None and refused is not UNDECIDED:
+            await self._close(refused)  # type: ignore[arg-type]
 
     async def _check_again(self) -> None:
         """Check the credential again, now that the groups are joined; close the
         socket if it no longer holds."""
         try:
-            try:
-                if self.auth.token.token_type == TokenType.SESSION:
-                    raise revocation.NeedsDatabase()
-                # Redis read on the loop when the cache can decide (no thread hop).
-                await revocation.acheck(self.auth.token)
-            except revocation.NeedsDatabase:
-                await sync_to_async(self._still_valid, thread_sensitive=False)()
+            await self.auth.acheck()
         except TokenError as e:
             if not self.closing:  # else a logout here ended it: its code stands
-                await self._close(self._ended_code(e))
+                await self._close(self.auth.ended_code(e))
         except Exception:
             logger.exception("could not check a chat session's credentials again")
-            await self._close(
-                CloseCode.SERVER_ERROR
-            )  # RFC 6455: the server cannot go on
-
-    def _ended_code(self, error: TokenError) -> int:
-        """The close code of a credential that held at connect and no longer
-        does.  A Django session that Django refuses now (logged out, flushed,
-        its password changed) was ended: 4410, as for a revoked token."""
-        if self.auth.token.token_type == TokenType.SESSION:
-            return CloseCode.REVOKED
-        return revocation.close_code(error)
-
-    def _still_valid(self) -> None:
-        """The revocation check again, the database deciding (Django's own
-        checks of a session ran at the handshake; a session ended since is on
-        the denylist)."""
-        try:
-            revocation.check(self.auth.token)
-        finally:
-            close_old_connections()  # a pool thread, not a request thread
+            # RFC 6455: the server cannot go on.
+            await self._close(CloseCode.SERVER_ERROR)
 
     def _arm_expiry(self, expires_at: float) -> None:
         """Close with 4401 when the token stops being accepted: at ``exp`` plus
@@ -298,91 +281,58 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # --- Frames from the client ----------------------------------------------------
 
-    async def websocket_receive(self, message: dict[str, Any]) -> None:
+    async def receive(
+        self,
+        text_data: str | None = None,
+        bytes_data: bytes | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """One frame: the size and rate limits, then JSON text only, parsed and
+        handed to :meth:`receive_json`."""
         if self.closing:
             return
-        text, data = message.get("text"), message.get("bytes")
-        size = _size(text) if text is not None else len(data or b"")
+        size = (
+            frame_size(text_data) if text_data is not None else len(bytes_data or b"")
+        )
         if size > settings.MAX_MESSAGE_BYTES:
             return await self._close(CloseCode.TOO_LARGE)
-        if self._over_rate():
+        if self._rate.over():
             return await self._close(CloseCode.RATE_LIMITED)
-        if text is None:
+        if text_data is None:
             return await self._protocol_error(
                 "binary_not_supported", "Send JSON text frames."
             )
         try:
-            payload = json.loads(text)
+            payload = await self.decode_json(text_data)
         except (ValueError, RecursionError):
             return await self._protocol_error("invalid_json", "Not valid JSON.")
-        kind = payload.get("type") if isinstance(payload, dict) else None
-        if kind == "message":
-            if "content" not in payload:
-                return await self._protocol_error(
-                    "invalid_message", "A message needs a content."
-                )
-            message_type = payload.get("message_type", USER_MESSAGE)
-            if not isinstance(message_type, str) or message_type not in MESSAGE_TYPES:
-                return await self._protocol_error(
-                    "invalid_message", "Unknown message_type."
-                )
-            return await self._enqueue("message", payload["content"], message_type)
-        if kind == "thread":
-            thread_id = payload.get("thread_id")
-            if not isinstance(thread_id, str) or not THREAD_ID_RE.fullmatch(thread_id):
-                return await self._protocol_error(
-                    "invalid_thread", "thread_id must be 1-64 of A-Z a-z 0-9 _ -."
-                )
-            return await self._enqueue("thread", thread_id, "")
-        if kind == "call_fn_result":
-            call_id = payload.get("id")
-            if not isinstance(call_id, str) or len(call_id) > 64:
-                return await self._protocol_error(
-                    "invalid_message", "call_fn_result needs the call's id."
-                )
+        await self.receive_json(payload, **kwargs)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        """One client frame, any JSON value: the protocol's frames by their
+        ``type`` (:func:`chatauth.protocol.parse`); anything else is a protocol
+        error."""
+        frame = protocol.parse(content)
+        if isinstance(frame, protocol.Message):
+            return await self._enqueue("message", frame.content, frame.message_type)
+        if isinstance(frame, protocol.Thread):
+            return await self._enqueue("thread", frame.thread_id, "")
+        if isinstance(frame, protocol.CallResult):
             # Unknown, answered or timed-out ids are ignored: a page may answer
             # late, and ids are not guessable anyway (see PendingCalls).
-            self.calls.resolve(call_id, payload.get("result"))
-            return None
-        if kind == "ping":
-            return await self._send_json({"type": "pong"})
-        if kind == "logout":
-            everywhere = payload.get("everywhere", False)
-            if not isinstance(everywhere, bool):
-                return await self._protocol_error(
-                    "invalid_message", "everywhere must be a boolean."
-                )
-            return await self._logout(everywhere)
-        if kind == "auth":
-            return await self._protocol_error(
-                "already_authenticated", "This session is authenticated."
-            )
-        if not isinstance(kind, str):
-            return await self._protocol_error(
-                "invalid_message", 'Expected an object with a "type".'
-            )
-        return await self._protocol_error("unknown_type", "Unknown message type.")
-
-    def _over_rate(self) -> bool:
-        limit, window = settings.MESSAGE_RATE
-        now = time.monotonic()
-        recent = self._recent
-        if recent is None or recent.maxlen != limit:
-            recent = self._recent = deque(maxlen=max(1, int(limit)))
-        # A sliding window: the oldest of the last ``limit`` frames must be older
-        # than ``window`` seconds for one more to be allowed.
-        if len(recent) == recent.maxlen and now - recent[0] < window:
-            return True
-        recent.append(now)
-        return False
+            self.calls.resolve(frame.call_id, frame.result)
+        elif isinstance(frame, protocol.Ping):
+            await self.send_json({"type": "pong"})
+        elif isinstance(frame, protocol.Logout):
+            await self._logout(frame.everywhere)
+        else:
+            await self._protocol_error(frame.code, frame.detail)
 
     async def _protocol_error(self, code: str, detail: str) -> None:
         self._errors += 1
-        await self._send_json({"type": "error", "code": code, "detail": detail})
+        await self.send_json({"type": "error", "code": code, "detail": detail})
         if self._errors >= settings.MAX_PROTOCOL_ERRORS:
             await self._close(CloseCode.PROTOCOL_ERROR)
-
-    # --- on_message -----------------------------------------------------------------
 
     async def _enqueue(self, kind: str, value: Any, message_type: str) -> None:
         # Messages wait here while a handler runs; the rate limit bounds them,
@@ -391,46 +341,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return await self._close(CloseCode.RATE_LIMITED)
         self._inbox.append((kind, value, message_type))
         if self._handler is None or self._handler.done():
-            self._handler = asyncio.ensure_future(self._run_handlers())
+            self._handler = asyncio.ensure_future(run_inbox(self))
 
-    async def _run_handlers(self) -> None:
-        if self._checked is not None:
-            await asyncio.shield(self._checked)
-        context = activate(self.user_session, self)
-        try:
-            while self._inbox and not self.closing:
-                kind, value, message_type = self._inbox.popleft()
-                try:
-                    if kind == "thread":
-                        await self._switch_thread(value)
-                        continue
-                    self.user_session["message_type"] = message_type
-                    await acall(settings.ON_MESSAGE, value, Reply(self))
-                except SessionClosed:
-                    return
-                except Exception:
-                    if self.closing:
-                        return
-                    logger.exception("on_message handler raised")
-                    await self._send_json(
-                        {
-                            "type": "error",
-                            "code": "handler_failed",
-                            "detail": "The message could not be handled.",
-                        }
-                    )
-        finally:
-            reset(context)
-
-    async def _switch_thread(self, thread_id: str) -> None:
-        """The page named its conversation: keep it, let ``ON_THREAD`` resume
-        it (replay its history, say), then confirm it to the page."""
-        self.user_session["thread_id"] = thread_id
-        if settings.ON_THREAD is not None:
-            await acall(settings.ON_THREAD, thread_id, Reply(self))
-        if self.closing:
-            raise SessionClosed()
-        await self._send_json({"type": "thread", "thread_id": thread_id})
+    # --- Sending --------------------------------------------------------------------
 
     async def call_page(self, name: str, args: Any, timeout: float) -> Any:
         """Ask the page to run ``name(args)``; its result, or
@@ -439,7 +352,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise SessionClosed()
         call_id, future = self.calls.start()
         try:
-            await self._send_json(
+            await self.send_json(
                 {"type": "call_fn", "id": call_id, "name": name, "args": args}
             )
             return await asyncio.wait_for(future, timeout)
@@ -450,7 +363,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Send one ``{"type": "message"}`` reply (what a handler's ``send`` does)."""
         if self.closing:
             raise SessionClosed()
-        await self._send_json({"type": "message", "content": content})
+        await self.send_json({"type": "message", "content": content})
 
     # --- Logout, revocation, close ------------------------------------------------
 
@@ -505,15 +418,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.close_code = int(code)
             await self.close(int(code))
 
-    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+    async def disconnect(self, code: int) -> None:
+        """End the chat session: no more handler code, its groups left, its
+        caps released, its row closed (with the code the server closed with,
+        else the client's ``code``); returns once that is recorded."""
         self.gone = True
         self._halt()
-        code = self.close_code or message.get("code") or 1006
+        code = self.close_code or code
         current = asyncio.current_task()
         for task in (self._handler, self._closer, self._checked):
             if task is not None and task is not current and not task.done():
                 task.cancel()
-                await _settle(task)
+                await settle(task)
         for group in self.groups:
             try:
                 await self.channel_layer.group_discard(group, self.channel_name)
@@ -524,50 +440,3 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.row is not None:
             # Returns once the row is closed: the session ends recorded.
             await registry().closed(self, int(code))
-        raise StopConsumer()
-
-    async def _send_json(self, payload: dict[str, Any]) -> None:
-        await self.send(text_data=json.dumps(payload))
-
-
-class Reply:
-    """The ``send`` a handler gets: ``await send(content)`` in an async handler,
-    plain ``send(content)`` in a sync one (which runs on a worker thread)."""
-
-    __slots__ = ("consumer",)
-
-    def __init__(self, consumer: ChatConsumer) -> None:
-        self.consumer = consumer
-
-    def __call__(self, content: Any) -> Any:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # a sync handler's thread
-            return async_to_sync(self.consumer.send_message)(content)
-        return self.consumer.send_message(content)
-
-
-USER_MESSAGE = "user_message"
-#: What a client message may be (Chainlit's types of a message a page sends).
-MESSAGE_TYPES = frozenset({USER_MESSAGE, "system_message"})
-#: A thread id: a UUID, as Chainlit's copilot makes, or any short opaque id.
-THREAD_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-def _size(text: str) -> int:
-    """UTF-8 length of ``text``, without encoding it when the answer is plain."""
-    if len(text) * 4 <= settings.MAX_MESSAGE_BYTES or len(text) > (
-        settings.MAX_MESSAGE_BYTES
-    ):
-        return len(text)
-    return len(text.encode("utf-8", "surrogatepass"))
-
-
-async def _settle(future: asyncio.Future[Any]) -> None:
-    """Wait for ``future`` to finish, whatever its outcome."""
-    try:
-        await asyncio.shield(future)
-    except BaseException as e:  # noqa: BLE001 - its outcome is not ours to raise
-        if isinstance(e, asyncio.CancelledError) and not future.cancelled():
-            raise  # we were cancelled ourselves, not the future
-        return

@@ -218,7 +218,7 @@ def _web_session_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
 
 
 def _chat_session_deleted(sender: Any, instance: ChatSession, **kwargs: Any) -> None:
-    from chatauth.sessions import tell
+    from chatauth.chatsessions import tell
 
     if instance.closed_at is not None:
         return

@@ -362,7 +362,7 @@ class AuditEvent(models.Model):
 class AuditTrail(models.Model):
     """The audit log with the chat sessions' openings and ends among its events:
     a read-only database view over :class:`AuditEvent` and :class:`ChatSession`
-    (a session's row is the record of both; see :mod:`chatauth.sessions`)."""
+    (a session's row is the record of both; see :mod:`chatauth.chatsessions`)."""
 
     #: ``e<audit event id>``, ``o<session id>`` (opened) or ``c<session id>``.
     id = models.CharField(primary_key=True, max_length=41)

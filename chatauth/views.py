@@ -422,7 +422,7 @@ class SessionDetailView(ChatAuthAPIView):
 
     @documented(responses={204: None, 401: DetailSerializer, 404: DetailSerializer})
     def delete(self, request: Request, session_id: Any) -> Response:
-        from chatauth.sessions import close_session
+        from chatauth.chatsessions import close_session
 
         try:
             # Any string reaches this view (a JSON 404 for a malformed id, not

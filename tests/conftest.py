@@ -57,10 +57,10 @@ def _writer_released(django_db_setup, django_db_blocker):
     """The session writer keeps its connection a moment after its last job:
     give it back before the test database is dropped."""
     yield
-    from chatauth import sessions
+    from chatauth.chatsessions import writer
 
     with django_db_blocker.unblock():
-        sessions.release_writer_connections()
+        writer.release_writer_connections()
 
 
 @pytest.fixture(autouse=True)

@@ -221,20 +221,20 @@ async def test_the_writer_keeps_its_connection_between_sessions_then_gives_it_ba
 ):
     """A client reconnecting does not open a database connection per session;
     an idle worker holds none once WRITER_IDLE_RELEASE has passed."""
-    from chatauth import sessions
+    from chatauth.chatsessions import writer
 
-    monkeypatch.setattr(sessions, "WRITER_IDLE_RELEASE", 0.3)
+    monkeypatch.setattr(writer, "WRITER_IDLE_RELEASE", 0.3)
     comm, _ = await open_session(pair["access_token"])
     await hang_up(comm)
-    connected_at = sessions._writer_state["connected_at"]
+    connected_at = writer._writer_state["connected_at"]
     assert connected_at  # kept after the last session ended
     comm, _ = await open_session(pair["access_token"])
     await hang_up(comm)
-    assert sessions._writer_state["connected_at"] == connected_at  # the same one
+    assert writer._writer_state["connected_at"] == connected_at  # the same one
     deadline = time.monotonic() + 5
-    while sessions._writer_state["connected_at"] and time.monotonic() < deadline:
+    while writer._writer_state["connected_at"] and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    assert not sessions._writer_state["connected_at"]  # given back once idle
+    assert not writer._writer_state["connected_at"]  # given back once idle
 
 
 async def test_a_session_shorter_than_a_batch_is_recorded_opened_and_closed(pair):

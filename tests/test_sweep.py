@@ -188,9 +188,9 @@ async def test_password_change_closes_every_socket_of_the_user(user, pair):
 def test_a_sweep_batch_costs_a_handful_of_queries(user, make_user):
     """Whatever the number of sessions in a batch: open rows, touch, denylist,
     users (and the API key table when an API-key token is among them)."""
+    from chatauth.chatsessions.sweep import sweep
     from chatauth.consumers import ChatConsumer
-    from chatauth.middleware import SocketAuth
-    from chatauth.sessions import sweep
+    from chatauth.identities import TokenAuth
 
     consumers = []
     users = [user, *(make_user() for _ in range(19))]
@@ -198,7 +198,7 @@ def test_a_sweep_batch_costs_a_handful_of_queries(user, make_user):
         owner = users[n % len(users)]
         verified = tokens.verify_token(str(tokens.issue_pair(owner).access))
         consumer = ChatConsumer()
-        consumer.auth = SocketAuth(verified, "header")
+        consumer.auth = TokenAuth(verified, "header")
         consumer.session_id = ChatSession.objects.create(user=owner).pk
         consumers.append(consumer)
     with CaptureQueriesContext(connection) as queries:
@@ -256,10 +256,10 @@ async def test_a_session_whose_data_lost_its_login_does_not_stop_the_sweep(user,
 
 def _consumer(verified, session_id):
     from chatauth.consumers import ChatConsumer
-    from chatauth.middleware import SocketAuth
+    from chatauth.identities import TokenAuth
 
     consumer = ChatConsumer()
-    consumer.auth = SocketAuth(verified, "header")
+    consumer.auth = TokenAuth(verified, "header")
     consumer.session_id = session_id
     return consumer
 
@@ -269,8 +269,8 @@ def test_a_sweep_batch_decides_each_socket(user, monkeypatch):
     expired, a revoked token before a closed row; open rows touched."""
     from dataclasses import replace
 
-    from chatauth.middleware import SocketAuth
-    from chatauth.sessions import sweep
+    from chatauth.chatsessions.sweep import sweep
+    from chatauth.identities import TokenAuth, WebSessionAuth
 
     def access():
         return tokens.verify_token(str(tokens.issue_pair(user).access))
@@ -302,11 +302,12 @@ def test_a_sweep_batch_decides_each_socket(user, monkeypatch):
     # The clock at the exact second ``expiring`` expires (the tokens minted
     # with it expire then too: those that must not are given a later expiry).
     now = expiring.expires_at
-    consumers[0].auth = SocketAuth(replace(holding, expires_at=now + 0.001), "header")
-    consumers[2].auth = SocketAuth(
+    consumers[0].auth = TokenAuth(replace(holding, expires_at=now + 0.001), "header")
+    consumers[2].auth = TokenAuth(
         replace(revoked_expired, expires_at=now - 1), "header"
     )
-    consumers[4].auth = SocketAuth(replace(closed, expires_at=now + 60), "header")
+    consumers[4].auth = TokenAuth(replace(closed, expires_at=now + 60), "header")
+    consumers[5].auth = WebSessionAuth(web)  # a socket opened with the cookie
     monkeypatch.setattr(time, "time", lambda: now)
     assert sweep(consumers) == [
         None,

@@ -2,7 +2,7 @@
 
 Installed by ``bench.site.asgi`` when ``BENCH_SWEEP_PROBE=1`` (never in the
 demo or the library); read and switched through ``POST bench/debug/sweep``
-(:func:`view`).  It wraps two names of :mod:`chatauth.sessions` without
+(:func:`view`).  It wraps two names of :mod:`chatauth.chatsessions` without
 changing what they do:
 
 * ``Registry._heartbeat``: counts the heartbeats and the process CPU time
@@ -58,11 +58,11 @@ def install() -> None:
         return
     from django.db import connections
 
-    from chatauth import sessions
+    from chatauth.chatsessions import registry, writer
+    from chatauth.chatsessions.sweep import sweep
 
-    heartbeat = sessions.Registry._heartbeat
-    writing = sessions._writing
-    sweep = sessions.sweep
+    heartbeat = registry.Registry._heartbeat
+    writing = writer._writing
 
     async def probed_heartbeat(self: Any) -> None:
         if not STATS.enabled:
@@ -100,8 +100,8 @@ def install() -> None:
             STATS.queries += count
             STATS.writer_cpu += time.thread_time() - cpu
 
-    sessions.Registry._heartbeat = probed_heartbeat  # type: ignore[method-assign]
-    sessions._writing = probed_writing
+    registry.Registry._heartbeat = probed_heartbeat  # type: ignore[method-assign]
+    writer._writing = probed_writing
     _installed = True
 
 

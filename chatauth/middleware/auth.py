@@ -1,21 +1,16 @@
-"""Channels middleware: who is at the other end of a chat WebSocket, and from where.
+"""Socket authentication: who is at the other end of a chat WebSocket.
 
-``ChatAuthMiddlewareStack(inner)`` wraps any consumer the way Channels'
-``AuthMiddlewareStack`` does::
-
-    application = URLRouter([path("ws/chat/", ChatAuthMiddlewareStack(MyConsumer))])
-
-It is :class:`OriginValidator` (a foreign ``Origin`` is refused at the handshake,
-HTTP 403, and audited) around :class:`ChatAuthMiddleware`, which resolves the
+:class:`ChatAuthMiddleware` (inside :class:`~chatauth.middleware.OriginValidator`
+in :func:`~chatauth.middleware.ChatAuthMiddlewareStack`) resolves the
 credentials in the contract's order and puts the result in the scope:
 
 ``scope["user"]``
     a :class:`~chatauth.authentication.TokenUser` (``pk``, ``identifier``,
     ``get_user()`` loads the model instance when needed);
 ``scope["chatauth"]``
-    a :class:`SocketAuth`: the :class:`~chatauth.tokens.VerifiedToken` (claims,
-    denylist key, expiry), where the credential came from, and the subprotocol
-    the server answers with.
+    a :class:`~chatauth.identities.SocketAuth` (a token's or a web session's):
+    the :class:`~chatauth.tokens.VerifiedToken` (claims, denylist key, expiry),
+    where the credential came from, and the subprotocol the server answers with.
 
 The inner application only ever sees an authenticated connection.  A credential
 that is presented but bad (invalid, expired, revoked, a refresh token) is refused
@@ -39,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 from django.http.cookie import parse_cookie
@@ -48,14 +42,9 @@ from chatauth import audit, revocation, signals, websessions
 from chatauth.conf import settings
 from chatauth.constants import CloseCode, Method
 from chatauth.exceptions import TokenError
-from chatauth.internal.http import (
-    Origin,
-    address_bucket,
-    parse_origin,
-    scope_client,
-    split_host,
-)
-from chatauth.tokens import MAX_TOKEN_LENGTH, VerifiedToken, averify_token
+from chatauth.identities import SocketAuth, Source, TokenAuth, WebSessionAuth
+from chatauth.internal.http import address_bucket, scope_client
+from chatauth.tokens import MAX_TOKEN_LENGTH, averify_token
 
 logger = logging.getLogger("chatauth.middleware")
 
@@ -69,35 +58,24 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 SUBPROTOCOL = "chatauth.bearer"
 
 
-class Source:
-    """Where a socket's credential came from (``SocketAuth.source``, audit reason)."""
+@dataclass(frozen=True, slots=True)
+class TokenCredential:
+    """A raw token from the handshake or a first ``{"type": "auth"}`` frame."""
 
-    HEADER = "header"
-    SUBPROTOCOL = "subprotocol"
-    QUERY = "query"
-    COOKIE = "cookie"  # settings.AUTH_COOKIE: an access token
-    SESSION = "session"  # Django's session cookie
-    MESSAGE = "message"  # a first {"type": "auth"} frame
+    source: str
+    value: str
+    fallback_web_session: str | None = None  # session key behind a bad auth cookie
 
 
 @dataclass(frozen=True, slots=True)
-class SocketAuth:
-    """``scope["chatauth"]`` of an authenticated socket."""
+class WebSessionCredential:
+    """Django's session cookie: the key of a web session."""
 
-    token: VerifiedToken
-    source: str
-    subprotocol: str | None = None
-
-    @property
-    def claims(self) -> dict[str, Any]:
-        return self.token.claims
+    session_key: str
+    source = Source.WEB_SESSION
 
 
-@dataclass(frozen=True, slots=True)
-class Credential:
-    source: str
-    value: str  # a raw token, or a session key for Source.SESSION
-    fallback_session: str | None = None  # session key behind a bad auth cookie
+Credential = TokenCredential | WebSessionCredential
 
 
 # --- Reading the handshake --------------------------------------------------------
@@ -124,27 +102,29 @@ def find_credential(scope: Scope) -> Credential | None:
     if authorization is not None:
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() == "bearer":
-            return Credential(Source.HEADER, token.strip())
+            return TokenCredential(Source.HEADER, token.strip())
     subprotocols = scope.get("subprotocols") or ()
     if SUBPROTOCOL in subprotocols:
         index = list(subprotocols).index(SUBPROTOCOL)
         token = subprotocols[index + 1] if index + 1 < len(subprotocols) else ""
-        return Credential(Source.SUBPROTOCOL, token)
+        return TokenCredential(Source.SUBPROTOCOL, token)
     if settings.ALLOW_QUERY_STRING_TOKEN:
         # Opt-in only: query strings end up in access logs and browser history.
         query = scope.get("query_string", b"").decode("latin-1")
         tokens = parse_qs(query).get("token")
         if tokens:
-            return Credential(Source.QUERY, tokens[0])
+            return TokenCredential(Source.QUERY, tokens[0])
     cookie_header = header(scope, b"cookie")
     if cookie_header:
         cookies = parse_cookie(cookie_header)
         session_key = cookies.get(django_settings.SESSION_COOKIE_NAME) or None
         access = cookies.get(settings.AUTH_COOKIE)
         if access:
-            return Credential(Source.COOKIE, access, fallback_session=session_key)
+            return TokenCredential(
+                Source.COOKIE, access, fallback_web_session=session_key
+            )
         if session_key:
-            return Credential(Source.SESSION, session_key)
+            return WebSessionCredential(session_key)
     return None
 
 
@@ -153,22 +133,23 @@ def find_credential(scope: Scope) -> Credential | None:
 
 async def authenticate(credential: Credential) -> SocketAuth:
     """Check ``credential``; raise :class:`TokenError` with the refusal's code."""
-    if credential.source == Source.SESSION:
-        verified = await database_sync_to_async(websessions.identity)(credential.value)
-        return SocketAuth(verified, Source.SESSION)
+    if isinstance(credential, WebSessionCredential):
+        return await _web_session(credential.session_key)
     try:
         verified = await averify_token(credential.value)
     except TokenError:
-        if not credential.fallback_session:
+        if not credential.fallback_web_session:
             raise
         # An auth cookie left over from an expired or revoked login, next to a
-        # live Django session: the browser sent both without the user choosing.
-        verified = await database_sync_to_async(websessions.identity)(
-            credential.fallback_session
-        )
-        return SocketAuth(verified, Source.SESSION)
+        # live web session: the browser sent both without the user choosing.
+        return await _web_session(credential.fallback_web_session)
     subprotocol = SUBPROTOCOL if credential.source == Source.SUBPROTOCOL else None
-    return SocketAuth(verified, credential.source, subprotocol)
+    return TokenAuth(verified, credential.source, subprotocol)
+
+
+async def _web_session(session_key: str) -> WebSessionAuth:
+    verified = await database_sync_to_async(websessions.identity)(session_key)
+    return WebSessionAuth(verified)
 
 
 def auth_message_token(text: str | None) -> str | None:
@@ -288,7 +269,7 @@ class ChatAuthMiddleware:
             await send({"type": "websocket.close", "code": code})
             return await audit_refusal(scope, "missing_credentials", type(self))
         try:
-            auth = await authenticate(Credential(Source.MESSAGE, raw))
+            auth = await authenticate(TokenCredential(Source.MESSAGE, raw))
         except TokenError as e:
             await send({"type": "websocket.close", "code": close_code(e)})
             return await audit_refusal(scope, e.code, type(self))
@@ -394,178 +375,3 @@ def _accepted(send: Send) -> Send:
         await send(message)
 
     return wrapped
-
-
-# --- Origin -----------------------------------------------------------------------
-
-
-class OriginValidator:
-    """Refuse a browser page from a foreign origin at the handshake (HTTP 403).
-
-    Cross-Site WebSocket Hijacking: a page on any site can open a WebSocket to
-    this server, and the browser attaches this site's cookies; unlike HTTP there
-    is no CORS preflight, so the ``Origin`` header is the only defence.  An
-    origin is the triple (scheme, host, port) of RFC 6454, compared exactly:
-
-    * the listed ``CHATAUTH["ALLOWED_ORIGINS"]`` (``https://app.example.com``,
-      ``http://localhost:3000``; no wildcards: ``manage.py check`` reports an
-      entry that is not exactly an origin, ``chatauth.E008``);
-    * the server's own origin: the socket's scheme (``wss`` is ``https``) with
-      the ``Host`` header, when ``ALLOWED_HOSTS`` allows that host (``"*"``
-      there allows any ``Host``, never any ``Origin``).
-
-    Another port or scheme of an allowed host is another origin (another app on
-    the same machine), and anything that does not parse as an origin --
-    ``null`` (sandboxed frames, ``file://``), ``http://127.0.0.1:8765.evil.com``
-    -- is refused.  A handshake without ``Origin`` is allowed: browsers always
-    send one, and non-browser clients hold their own credentials.
-    """
-
-    def __init__(self, application: ASGIApp) -> None:
-        self.application = application
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket" or scope.get("chatauth.origin_checked"):
-            return await self.application(scope, receive, send)
-        origin = header(scope, b"origin")
-        if origin is None or self.origin_allowed(origin, scope):
-            scope = {**scope, "chatauth.origin_checked": True}
-            return await self.application(scope, receive, send)
-        logger.warning(
-            "refused a chat WebSocket from origin %.100r: neither in "
-            "CHATAUTH['ALLOWED_ORIGINS'] nor this server's own origin (its Host "
-            "allowed by ALLOWED_HOSTS)",
-            origin,
-        )
-        message = await receive()
-        if message["type"] == "websocket.connect":
-            await send({"type": "websocket.close"})  # before accept: HTTP 403
-        await audit_refusal(scope, "origin", type(self))
-
-    def origin_allowed(self, origin: str, scope: Scope) -> bool:
-        parsed = parse_origin(origin.strip())
-        if parsed is None:
-            return False
-        if parsed in allowed_origins(tuple(settings.ALLOWED_ORIGINS)):
-            return True
-        return parsed == own_origin(scope)
-
-
-@functools.lru_cache(maxsize=8)
-def allowed_origins(entries: tuple[str, ...]) -> frozenset[Origin]:
-    """The configured origins that parse (check E008 reports the others)."""
-    return frozenset(o for o in map(parse_origin, entries) if o is not None)
-
-
-def own_origin(scope: Scope) -> Origin | None:
-    """The origin a page of this server has: the socket's scheme and its
-    ``Host`` header, if ``ALLOWED_HOSTS`` allows that host (as Django's
-    ``HttpRequest.get_host()`` decides, localhost included in DEBUG)."""
-    from django.http.request import validate_host
-
-    scheme = "https" if scope.get("scheme") == "wss" else "http"
-    host = header(scope, b"host")
-    found = split_host(host, scheme) if host else None
-    if found is None:
-        return None
-    allowed = django_settings.ALLOWED_HOSTS
-    if django_settings.DEBUG and not allowed:
-        allowed = [".localhost", "127.0.0.1", "[::1]"]
-    if not validate_host(found[0], allowed):
-        return None
-    return scheme, *found
-
-
-def ChatAuthMiddlewareStack(inner: ASGIApp) -> ASGIApp:  # noqa: N802 (as Channels')
-    """Origin check, then authentication, around ``inner``."""
-    return OriginValidator(ChatAuthMiddleware(inner))
-
-
-# --- Django (HTTP) middleware ---------------------------------------------------------
-
-
-class SessionRevocationMiddleware:
-    """chatauth's guard on Django's own request cycle; put it in ``MIDDLEWARE``
-    after ``AuthenticationMiddleware`` (``manage.py check``: ``chatauth.E007``).
-
-    * A Django session logged in before its user's last logout everywhere or
-      deactivation is ended (flushed) before any view sees it: the admin, the
-      project's pages and chatauth's routes alike refuse it, whichever worker
-      or process ended the user's access.
-    * A login form whose attempt ``chatauth.backends`` throttled is answered
-      ``429`` with ``Retry-After`` (the form shows its own error).
-    * A page that embeds a copilot token (the template tags) is sent with
-      ``Cache-Control: no-store``: no browser or shared cache keeps the token.
-    * Whatever the request changes is audited with its user as actor (a staff
-      member deactivating a user in the admin is named on that row).
-
-    Requests without a session cookie (API clients with bearer tokens) cost
-    nothing here.
-    """
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Any) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
-    def __call__(self, request: Any) -> Any:
-        if self.is_async:
-            return self.__acall__(request)
-        token = audit.set_actor(lambda: audit.actor_of(getattr(request, "user", None)))
-        try:
-            has_session = self._has_session(request)
-            if has_session:
-                self._check(request)
-            response = self.get_response(request)
-            if has_session:
-                websessions.follow_key(request)
-        finally:
-            audit.reset_actor(token)
-        return _finish(request, response)
-
-    async def __acall__(self, request: Any) -> Any:
-        token = audit.set_actor(lambda: audit.actor_of(getattr(request, "user", None)))
-        try:
-            has_session = self._has_session(request)
-            if has_session:
-                await sync_to_async(self._check)(request)
-            response = await self.get_response(request)
-            if has_session:
-                await sync_to_async(websessions.follow_key)(request)
-        finally:
-            audit.reset_actor(token)
-        return _finish(request, response)
-
-    @staticmethod
-    def _has_session(request: Any) -> bool:
-        return (
-            hasattr(request, "session")
-            and django_settings.SESSION_COOKIE_NAME in request.COOKIES
-        )
-
-    @staticmethod
-    def _check(request: Any) -> None:
-        if not websessions.end_if_revoked(request):
-            websessions.follow_key(request)
-
-
-def _finish(request: Any, response: Any) -> Any:
-    from django.utils.cache import add_never_cache_headers
-
-    from chatauth.backends import RETRY_AFTER, UNAVAILABLE
-    from chatauth.copilot import EMBEDS_TOKEN
-
-    retry_after = getattr(request, RETRY_AFTER, None)
-    if response.status_code == 200 and retry_after:
-        response.status_code = 429
-        response["Retry-After"] = str(retry_after)
-    elif response.status_code == 200 and getattr(request, UNAVAILABLE, False):
-        response.status_code = 503  # the throttle could not count: try again
-        response["Retry-After"] = "30"
-    if getattr(request, EMBEDS_TOKEN, False):
-        add_never_cache_headers(response)
-    return response
