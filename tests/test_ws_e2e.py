@@ -99,3 +99,50 @@ async def test_abuse_never_becomes_a_server_error(demo_server, token):
         assert await close_code(ws) == 4429
     output = demo_server.output()
     assert "Traceback" not in output and " 500" not in output, output
+
+
+# --- A project's subclass of ChatConsumer ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def subclass_server(tmp_path_factory):
+    """uvicorn serving ``tests.subclass_asgi`` (the demo plus ``ws/sub/``)."""
+    from tests.servers import migrate, server_env, start_server
+
+    tmp = tmp_path_factory.mktemp("subclass-server")
+    env = server_env(DATABASE_URL=f"sqlite:///{tmp / 'db.sqlite3'}")
+    migrate(env)
+    server = start_server(env, tmp, app="tests.subclass_asgi:application")
+    yield server
+    server.stop()
+
+
+async def test_a_project_subclass_overrides_the_hooks_and_is_still_revoked(
+    subclass_server,
+):
+    import httpx
+
+    token = manage(subclass_server.env, "chatauth_token", "sub-user").strip()
+    headers = {"Authorization": f"Bearer {token}"}
+    async with connect(
+        f"{subclass_server.ws_url}/ws/sub/", additional_headers=headers
+    ) as ws:
+        assert json.loads(await ws.recv())["type"] == "session"  # super().connect()
+        assert json.loads(await ws.recv()) == {"type": "motd", "user": "sub-user"}
+        await ws.send(json.dumps({"type": "shout", "text": "hi"}))
+        assert json.loads(await ws.recv()) == {"type": "shout", "text": "HI"}
+        await ws.send(json.dumps({"type": "message", "content": "hello"}))
+        assert json.loads(await ws.recv()) == {"type": "message", "content": "hello"}
+        await ws.send(json.dumps({"type": "nope"}))  # super(): a protocol error
+        assert json.loads(await ws.recv())["code"] == "unknown_type"
+        async with httpx.AsyncClient(timeout=10) as http:
+            response = await http.post(
+                f"{subclass_server.url}/auth/logout", json={}, headers=headers
+            )
+        assert response.status_code == 200
+        assert await close_code(ws) == 4410
+    deadline = asyncio.get_running_loop().time() + 5
+    while "project consumer disconnected" not in subclass_server.output():
+        assert asyncio.get_running_loop().time() < deadline, subclass_server.output()
+        await asyncio.sleep(0.05)
+    assert "project consumer disconnected: 4410" in subclass_server.output()

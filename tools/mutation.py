@@ -41,9 +41,12 @@ MODULES: dict[str, tuple[str, str]] = {
     "signed": ("chatauth/internal/signed.py", "chatauth.internal.signed.*"),
     "flows": ("chatauth/flows.py", "chatauth.flows.*"),
     "backends": ("chatauth/backends.py", "chatauth.backends.*"),
-    # The sweep of live sessions: sessions.sweep() (its verdicts are
-    # revocation.verdicts(), counted under revocation).
-    "sweep": ("chatauth/sessions.py", "chatauth.sessions.x_sweep__mutmut_*"),
+    # The sweep of live chat sessions: chatsessions.sweep.sweep() (its verdicts
+    # are revocation.verdicts(), counted under revocation).
+    "sweep": (
+        "chatauth/chatsessions/sweep.py",
+        "chatauth.chatsessions.sweep.x_sweep__mutmut_*",
+    ),
 }
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}
 
