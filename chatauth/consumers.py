@@ -29,7 +29,7 @@ Wrap it in :func:`chatauth.middleware.ChatAuthMiddlewareStack` (the demo's
 
 Close codes: 4410 when the credential is revoked anywhere (the socket is in the
 channel-layer groups of its user and of every key of its credential -- the
-token, its login, its Django session, its API key -- so an ending on any worker
+token, its login, its web session, its API key -- so an ending on any worker
 reaches it), 4401 when the token expires (a timer, armed once), 4413 for a
 frame over ``MAX_MESSAGE_BYTES``, 4429 over ``MESSAGE_RATE``.  Once a close is
 decided no more handler code runs: the handler task is cancelled and its
@@ -208,8 +208,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 await self.channel_layer.group_add(group, self.channel_name)
                 self.groups.append(group)
         except Exception:
-            # No channel layer (Redis down): a session nothing could revoke must
-            # not open.  Accept first so the client sees 1011 ("try again"),
+            # No channel layer (Redis down): a chat session nothing could revoke
+            # must not open.  Accept first so the client sees 1011 ("try again"),
             # not a refused handshake that reads like "forbidden".
             logger.warning("chat session refused: channel layer down", exc_info=True)
             self.groups = []
@@ -220,7 +220,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.accept(auth.subprotocol)
         # The second check, on the loop when the cache alone can decide (a
         # local-memory cache: no I/O).  Else handlers wait for it, and it runs
-        # while the client reads the session message: nothing runs for a
+        # while the client reads the session frame: nothing runs for a
         # token revoked in between.
         refused = auth.check_on_loop()
         if refused is UNDECIDED:
@@ -251,8 +251,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json(
             {"type": "session", "session_id": str(self.session_id), "user": user}
         )
-        if refused is not None and refused is not UNDECIDED:
-            await self._close(refused)  # type: ignore[arg-type]
+        if isinstance(refused, int):  # revoked between the two checks
+            await self._close(refused)
 
     async def _check_again(self) -> None:
         """Check the credential again, now that the groups are joined; close the
@@ -438,5 +438,5 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 break
         registry().release(self)
         if self.row is not None:
-            # Returns once the row is closed: the session ends recorded.
+            # Returns once the row is closed: the chat session ends recorded.
             await registry().closed(self, int(code))

@@ -22,6 +22,7 @@ from chatauth.middleware import (
     SocketAuth,
 )
 from chatauth.models import AuditEvent
+from chatauth.tokens import issue_pair
 from tests.conftest import bearer, chainlit_token
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
@@ -46,6 +47,7 @@ class WhoAmI(AsyncWebsocketConsumer):
                     "user": self.scope["user"].identifier,
                     "pk": str(self.scope["user"].pk),
                     "source": auth.source,
+                    "identity": type(auth).__name__,
                     "jti": auth.claims.get("jti"),
                 }
             )
@@ -135,6 +137,42 @@ async def test_a_stale_auth_cookie_falls_back_to_the_live_django_session(user, p
     comm = connect(headers=[(b"cookie", header)])
     assert (await session_of(comm))["user"]["identifier"] == "alice"
     await comm.disconnect()
+
+
+async def test_the_identity_is_typed_token_or_web_session(user, pair):
+    """``scope["chatauth"]`` is a TokenAuth or a WebSessionAuth, by class: a
+    stale auth cookie that falls back to the live web session is the latter."""
+    await sync_to_async(APIClient().post)(
+        "/auth/logout", {}, format="json", **bearer(pair["access_token"])
+    )
+    client = APIClient()
+    await sync_to_async(client.force_login)(user)
+    key = client.cookies[django_settings.SESSION_COOKIE_NAME].value
+    fresh = await sync_to_async(lambda: str(issue_pair(user).access))()
+    app = ChatAuthMiddlewareStack(WhoAmI.as_asgi())
+    cases = [
+        (auth_header(fresh), ("header", "TokenAuth")),
+        (cookie("chatauth_access", fresh), ("cookie", "TokenAuth")),
+        (
+            cookie(django_settings.SESSION_COOKIE_NAME, key),
+            ("session", "WebSessionAuth"),
+        ),
+        (
+            [
+                (
+                    b"cookie",
+                    f"chatauth_access={pair['access_token']}; sessionid={key}".encode(),
+                )
+            ],
+            ("session", "WebSessionAuth"),
+        ),
+    ]
+    for headers, expected in cases:
+        comm = connect(app, headers=headers)
+        assert (await comm.connect(timeout=5))[0]
+        seen = await comm.receive_json_from()
+        assert (seen["source"], seen["identity"]) == expected, headers
+        await comm.disconnect()
 
 
 async def test_first_auth_message(pair):

@@ -91,7 +91,7 @@ class Registry:
         it would exceed (it is not counted then), else None.
 
         Per user (``MAX_SOCKETS_PER_USER``), per credential -- one token, one
-        Django session -- (``MAX_SOCKETS_PER_CREDENTIAL``) and per client
+        web session -- (``MAX_SOCKETS_PER_CREDENTIAL``) and per client
         address (``MAX_SOCKETS_PER_ADDRESS``).  Checked and counted in one step
         of the event loop, so concurrent connects cannot all slip through.
         """
