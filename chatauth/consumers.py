@@ -84,7 +84,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     The class a project subclasses, the Channels way: override Channels' hooks
     and call ``super()``, then route the subclass instead of this class
-    (``ChatAuthMiddlewareStack(MyConsumer)``, in ``websocket_urlpatterns``)::
+    (``ChatAuthMiddlewareStack(MyConsumer.as_asgi())`` in the project's
+    ``websocket_urlpatterns``; docs/websocket.md shows the whole ``asgi.py``)::
 
         class MyConsumer(ChatConsumer):
             async def connect(self):
@@ -93,7 +94,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                     await self.send_json({"type": "motd", "text": "Hello"})
 
             async def receive_json(self, content, **kwargs):
-                if content.get("type") == "typing":
+                if isinstance(content, dict) and content.get("type") == "typing":
                     return  # a frame of this project's own
                 await super().receive_json(content, **kwargs)
 
