@@ -14,7 +14,7 @@ lacks what the page needs:
     way (comments above or trailing), sorted by code.
 ``chatauth-checks``
     Every ``Error``/``Warning`` with an ``id="chatauth.…"`` in
-    ``chatauth/checks.py``: its level, when it runs (``check`` or ``check
+    the ``chatauth/checks/`` package: its level, when it runs (``check`` or ``check
     --deploy``), its message and hint (f-string fields shown as ``…``).
 ``chatauth-routes``
     Every operation of the OpenAPI schema under ``/auth/`` (drf-spectacular's
@@ -320,11 +320,33 @@ def literal_text(node: ast.AST | None) -> str:
     return "…"
 
 
-def checks_found() -> tuple[dict[str, dict[str, Any]], Path]:
-    """``id -> {level, deploy, messages, hints}`` from chatauth/checks.py."""
-    path, source = module_source("chatauth.checks")
-    tree = ast.parse(source)
-    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+def package_sources(package_name: str) -> list[tuple[Path, str]]:
+    """The path and text of every module of ``package_name`` (not importing
+    it), ``__init__`` first; a plain module is a package of one."""
+    spec = importlib.util.find_spec(package_name)
+    if spec is None or spec.origin is None:
+        raise RuntimeError(f"cannot find the source of {package_name}")
+    if not spec.submodule_search_locations:
+        return [module_source(package_name)]
+    paths = sorted(
+        Path(spec.origin).parent.glob("*.py"), key=lambda p: (p.stem != "__init__", p)
+    )
+    return [(path, path.read_text(encoding="utf-8")) for path in paths]
+
+
+def checks_found() -> tuple[dict[str, dict[str, Any]], list[Path]]:
+    """``id -> {level, deploy, messages, hints}`` from the chatauth.checks package."""
+    sources = package_sources("chatauth.checks")
+    functions: dict[str, ast.FunctionDef] = {}
+    for path, source in sources:
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.FunctionDef):
+                if node.name in functions:
+                    raise RuntimeError(
+                        f"two functions named {node.name} in chatauth.checks: "
+                        "the check table needs unique names"
+                    )
+                functions[node.name] = node
     deploy: set[str] = set()
     for name, function in functions.items():
         for decorator in function.decorator_list:
@@ -374,7 +396,7 @@ def checks_found() -> tuple[dict[str, dict[str, Any]], Path]:
                 entry["messages"].append(message)
             if hint and hint not in entry["hints"]:
                 entry["hints"].append(hint)
-    return found, path
+    return found, [path for path, _ in sources]
 
 
 def _check_key(check_id: str) -> tuple[str, int]:
@@ -384,7 +406,7 @@ def _check_key(check_id: str) -> tuple[str, int]:
 
 
 class ChecksDirective(MarkdownDirective):
-    """Every ``chatauth.*`` system check id in chatauth/checks.py.
+    """Every ``chatauth.*`` system check id in the chatauth.checks package.
 
     The content may add a note to an id, one per line (``chatauth.E003: what
     it means``): needed where the message is built at run time (nothing but
@@ -393,8 +415,9 @@ class ChecksDirective(MarkdownDirective):
     has_content = True
 
     def run(self) -> list[nodes.Node]:
-        found, path = checks_found()
-        self.depends_on(path)
+        found, paths = checks_found()
+        for path in paths:
+            self.depends_on(path)
         notes = {}
         for line in self.content:
             check_id, _, note = line.partition(":")
@@ -402,7 +425,7 @@ class ChecksDirective(MarkdownDirective):
                 notes[check_id.strip()] = note.strip()
         for check_id in notes:
             if check_id not in found:
-                self.warn(f"a note for {check_id}, which chatauth/checks.py lacks")
+                self.warn(f"a note for {check_id}, which chatauth.checks lacks")
         rows = []
         for check_id in sorted(found, key=_check_key):
             entry = found[check_id]
