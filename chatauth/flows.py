@@ -152,10 +152,10 @@ def refresh(request: HttpRequest | None, raw: str) -> TokenPair:
     # second use finds it denied: a reuse like any other.
     if not revocation.revoke_token(old, reason="rotated"):
         _reused(request, old)
-        raise InvalidToken("Token has been revoked.", code="token_revoked")
+        raise InvalidToken(code="token_revoked")
     user = get_user_model()._default_manager.filter(pk=old.user_pk).first()
     if user is None or not get_adapter().can_authenticate(user):
-        raise InvalidToken("User is inactive.", code="user_inactive")
+        raise InvalidToken(code="user_inactive")
     pair = issue_pair(user, family=old.family)
     signals.token_refreshed.send(
         sender=refresh,

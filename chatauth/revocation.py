@@ -42,13 +42,13 @@ from django.utils import timezone
 from chatauth import signals
 from chatauth.conf import settings
 from chatauth.constants import (
-    CLOSE_CODE_FOR,
     CloseCode,
     TokenType,
     token_group,
     user_group,
 )
 from chatauth.exceptions import TokenError, TokenRevoked
+from chatauth.exceptions import close_code as close_code_of
 from chatauth.internal.cache import aget_many, get_cache, is_local, is_process_memory
 from chatauth.internal.models import has_field
 from chatauth.models import APIKey, Profile, RevokedToken
@@ -461,8 +461,8 @@ def verdicts(credentials: Sequence[VerifiedToken]) -> list[int | None]:
 
 
 def close_code(error: TokenError) -> int:
-    """The WebSocket close code of a refusal."""
-    return int(CLOSE_CODE_FOR.get(error.code, CloseCode.UNAUTHORIZED))
+    """The WebSocket close code of a refusal (:data:`chatauth.exceptions.ERRORS`)."""
+    return close_code_of(error)
 
 
 # --- Writing -----------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from chatauth import forwardauth, oauth, oidc_logout, views
+from chatauth import copilot_token, forwardauth, oauth, oidc_logout, schema, views
 
 app_name = "chatauth"
 
@@ -22,7 +22,9 @@ urlpatterns = [
         name="oauth-backchannel-logout",
     ),
     path("token/refresh", views.TokenRefreshView.as_view(), name="token-refresh"),
-    path("copilot/token", views.CopilotTokenView.as_view(), name="copilot-token"),
+    path(
+        "copilot/token", copilot_token.CopilotTokenView.as_view(), name="copilot-token"
+    ),
     path("me", views.MeView.as_view(), name="me"),
     path("logout", views.LogoutView.as_view(), name="logout"),
     path("sessions", views.SessionListView.as_view(), name="sessions"),
@@ -31,7 +33,7 @@ urlpatterns = [
         views.SessionDetailView.as_view(),
         name="session-detail",
     ),
-    path("schema", views.SchemaView.as_view(), name="schema"),
+    path("schema", schema.SchemaView.as_view(), name="schema"),
     # Served ahead of Django by chatauth.asgi's application (the same answer).
     path("verify", forwardauth.verify_view, name="verify"),
 ]

@@ -111,12 +111,12 @@ def identity(session_key: str) -> VerifiedToken:
     from chatauth.adapter import get_adapter
 
     if len(session_key) > MAX_SESSION_KEY:
-        raise TokenError("Not logged in.", code="not_authenticated")
+        raise TokenError(code="not_authenticated")
     session = store(session_key)
     user = get_user(SimpleNamespace(session=session))
     adapter = get_adapter()
     if not user.is_authenticated or not adapter.can_authenticate(user):
-        raise TokenError("Not logged in.", code="not_authenticated")
+        raise TokenError(code="not_authenticated")
     claims = adapter.user_claims(user)
     claims["user_id"] = str(user.pk)
     key = session.session_key or session_key

@@ -10,7 +10,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 from django.http import HttpRequest
 from drf_spectacular.openapi import AutoSchema
-from rest_framework import exceptions
+from rest_framework.exceptions import APIException
 from rest_framework.metadata import SimpleMetadata
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
@@ -20,7 +20,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chatauth.conf import settings
-from chatauth.exceptions import PayloadTooLarge, ServiceUnavailable
+from chatauth.exceptions import (
+    BadRequest,
+    ParseError,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
 
 logger = logging.getLogger("chatauth.views")
 
@@ -53,7 +58,7 @@ class ChatAuthAPIView(APIView):
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
-            raise exceptions.ParseError("Invalid Content-Length.") from None
+            raise ParseError(code="invalid_content_length") from None
         if length > settings.MAX_BODY_BYTES:
             raise PayloadTooLarge()
         super().initial(request, *args, **kwargs)
@@ -76,9 +81,9 @@ class ChatAuthAPIView(APIView):
         if isinstance(exc, RequestDataTooBig):
             exc = PayloadTooLarge()
         elif isinstance(exc, UnicodeDecodeError):
-            exc = exceptions.ParseError("Request body is not valid UTF-8.")
+            exc = ParseError(code="invalid_encoding")
         elif isinstance(exc, RecursionError):  # json.loads of "[[[[..." (DRF: 500)
-            exc = exceptions.ParseError("Request body is nested too deeply.")
+            exc = ParseError(code="nested_too_deeply")
         elif isinstance(exc, DatabaseError):
             logger.exception("database error in %s", type(self).__name__)
             exc = ServiceUnavailable()
@@ -90,8 +95,22 @@ class ChatAuthAPIView(APIView):
         if hasattr(data, "dict"):
             data = data.dict()
         if not isinstance(data, dict):
-            raise exceptions.ParseError("Expected a JSON object.")
+            raise ParseError(code="not_an_object")
         return data
+
+
+def validated(serializer_class: type, data: Any) -> dict[str, Any]:
+    """Validate ``data`` or raise a 400 whose body is ``{"detail": "field: why"}``."""
+    serializer = serializer_class(data=data)
+    if not serializer.is_valid():
+        field, messages = next(iter(serializer.errors.items()))
+        message = messages[0] if isinstance(messages, list) else messages
+        if isinstance(message, dict):  # nested: take the first leaf
+            message = next(iter(message.values()))
+            message = message[0] if isinstance(message, list) else message
+        prefix = "" if field == "non_field_errors" else f"{field}: "
+        raise BadRequest(f"{prefix}{message}")
+    return serializer.validated_data
 
 
 class AsyncAPIView(ChatAuthAPIView):
@@ -135,7 +154,7 @@ class AsyncAPIView(ChatAuthAPIView):
                     result = await aauthenticate(request)
                 else:
                     result = await sync_to_async(authenticator.authenticate)(request)
-            except exceptions.APIException:
+            except APIException:
                 request._not_authenticated()
                 raise
             if result is not None:

@@ -12,6 +12,9 @@ lacks what the page needs:
 ``chatauth-close-codes``
     Every member of :class:`chatauth.constants.CloseCode`, described the same
     way (comments above or trailing), sorted by code.
+``chatauth-errors``
+    Every row of :data:`chatauth.exceptions.ERRORS`: code, default message,
+    HTTP status, WebSocket close code.
 ``chatauth-checks``
     Every ``Error``/``Warning`` with an ``id="chatauth.…"`` in
     the ``chatauth/checks/`` package: its level, when it runs (``check`` or ``check
@@ -299,6 +302,33 @@ class CloseCodesDirective(MarkdownDirective):
         return self.render(markdown)
 
 
+# --- Error codes --------------------------------------------------------------------
+
+
+class ErrorsDirective(MarkdownDirective):
+    """Every row of ``chatauth.exceptions.ERRORS``: code, message, HTTP status,
+    close code."""
+
+    def run(self) -> list[nodes.Node]:
+        from chatauth.exceptions import ERRORS
+
+        path, _ = module_source("chatauth.exceptions")
+        self.depends_on(path)
+        rows = []
+        for row in sorted(ERRORS.values(), key=lambda r: (r.status, r.code)):
+            close = "—" if row.close_code is None else f"`{int(row.close_code)}`"
+            rows.append(
+                [
+                    f"`{row.code}`",
+                    _code_safe(str(row.message)),
+                    f"`{row.status}`",
+                    close,
+                ]
+            )
+        markdown = table(["Code", "Message", "HTTP status", "Close code"], rows)
+        return self.render(markdown)
+
+
 # --- System checks ------------------------------------------------------------------
 
 LEVELS = {"Error": "error", "Warning": "warning", "Critical": "critical"}
@@ -338,7 +368,7 @@ def checks_found() -> tuple[dict[str, dict[str, Any]], list[Path]]:
     """``id -> {level, deploy, messages, hints}`` from the chatauth.checks package."""
     sources = package_sources("chatauth.checks")
     functions: dict[str, ast.FunctionDef] = {}
-    for path, source in sources:
+    for _path, source in sources:
         for node in ast.parse(source).body:
             if isinstance(node, ast.FunctionDef):
                 if node.name in functions:
@@ -721,6 +751,7 @@ def purge_commands(app: Sphinx, env: Any, docname: str) -> None:
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("chatauth-settings", SettingsDirective)
     app.add_directive("chatauth-close-codes", CloseCodesDirective)
+    app.add_directive("chatauth-errors", ErrorsDirective)
     app.add_directive("chatauth-checks", ChecksDirective)
     app.add_directive("chatauth-routes", RoutesDirective)
     app.add_directive("chatauth-schemas", SchemasDirective)
