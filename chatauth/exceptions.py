@@ -192,8 +192,9 @@ class ChatAuthError(Exception):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "code" in vars(cls):
-            cls.default_detail = ERRORS[cls.code].message
+        row = ERRORS.get(vars(cls).get("code", ""))
+        if row is not None:  # a code of its own, from the table
+            cls.default_detail = row.message
 
     def __init__(self, detail: str | None = None, code: str | None = None) -> None:
         if code:
@@ -237,12 +238,13 @@ class Coded:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        row = ERRORS[cls.default_code]
-        cls.status_code = row.status
-        cls.default_detail = row.message
+        row = ERRORS.get(vars(cls).get("default_code", ""))
+        if row is not None:  # else (a project's subclass) as inherited
+            cls.status_code = row.status
+            cls.default_detail = row.message
 
     def __init__(self, detail: Any = None, code: str | None = None, **kwargs: Any):
-        if detail is None and code is not None:
+        if detail is None and code in ERRORS:
             detail = ERRORS[code].message
         # Keywords: DRF's Throttled takes ``wait`` first.
         super().__init__(detail=detail, code=code, **kwargs)  # type: ignore[call-arg]

@@ -1,5 +1,12 @@
 """The HTTP routes of chatauth (``docs/http-api.md``), mounted with
-``path("auth/", include("chatauth.urls"))``."""
+``path("auth/", include("chatauth.urls"))``.
+
+Logins, refresh, logout, ``auth/me``, ``auth/config`` and the caller's chat
+sessions are here; ``auth/copilot/token`` is :mod:`chatauth.copilot_token`'s and
+``auth/schema`` :mod:`chatauth.schema`'s (both views are named here too), the
+OAuth routes :mod:`chatauth.oauth`'s and ``auth/verify``
+:mod:`chatauth.forwardauth`'s.
+"""
 
 from __future__ import annotations
 
@@ -23,11 +30,8 @@ from chatauth.authentication import JWTAuthentication, TokenUser
 from chatauth.conf import settings
 from chatauth.constants import Method
 from chatauth.copilot_token import CopilotTokenView as CopilotTokenView
-from chatauth.exceptions import (
-    HookError,
-    InvalidCredentials,
-    NotFound,
-)
+from chatauth.exceptions import BadRequest as BadRequest
+from chatauth.exceptions import HookError, InvalidCredentials, NotFound
 from chatauth.internal.apiview import AsyncAPIView, ChatAuthAPIView, validated
 from chatauth.internal.http import is_trusted_proxy, peer_ip
 from chatauth.models import AuditEvent, ChatSession
