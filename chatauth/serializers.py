@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from chatauth.conf import settings
@@ -14,7 +16,7 @@ class StrictCharField(serializers.CharField):
     """A CharField that refuses numbers and booleans instead of casting them
     (NUL characters are refused by DRF's CharField already)."""
 
-    default_error_messages = {"invalid": "Must be a string."}
+    default_error_messages = {"invalid": _("Must be a string.")}
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
@@ -27,14 +29,15 @@ class MetadataField(serializers.JSONField):
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict):
-            raise serializers.ValidationError("Must be a JSON object.")
+            raise serializers.ValidationError(gettext("Must be a JSON object."))
         try:
             size = len(json.dumps(data, separators=(",", ":")).encode())
         except (TypeError, ValueError, RecursionError) as e:
-            raise serializers.ValidationError("Must be plain JSON.") from e
+            raise serializers.ValidationError(gettext("Must be plain JSON.")) from e
         if size > settings.MAX_METADATA_BYTES:
             raise serializers.ValidationError(
-                f"Must be at most {settings.MAX_METADATA_BYTES} bytes."
+                gettext("Must be at most %(limit)d bytes.")
+                % {"limit": settings.MAX_METADATA_BYTES}
             )
         return data
 
@@ -69,7 +72,9 @@ class LogoutSerializer(serializers.Serializer):
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         value = data.get("everywhere") if isinstance(data, dict) else None
         if value is not None and not isinstance(value, bool):
-            raise serializers.ValidationError({"everywhere": ["Must be a boolean."]})
+            raise serializers.ValidationError(
+                {"everywhere": [gettext("Must be a boolean.")]}
+            )
         return super().to_internal_value(data)
 
 

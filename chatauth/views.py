@@ -18,6 +18,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 from django.utils import timezone
+from django.utils.translation import gettext
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import IsAuthenticated
@@ -233,7 +234,7 @@ class LogoutView(ChatAuthAPIView):
         data = validated(LogoutSerializer, self.body(request))
         verified = request.auth if isinstance(request.user, TokenUser) else None
         user = request.user.get_user() if verified is not None else request.user
-        body = {"detail": "Logged out."}
+        body = {"detail": gettext("Logged out.")}
         if verified is None:
             # A login through an OpenID provider with RP-initiated logout on:
             # where the front end sends the browser to end the provider's
