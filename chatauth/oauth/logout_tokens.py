@@ -35,6 +35,7 @@ from chatauth.oauth.errors import PROVIDER_ERRORS, UNAVAILABLE, Refusal
 from chatauth.oauth.identity import audience_accepted, expected_issuer, leeway
 from chatauth.oauth.providers import Provider
 
+# The logger of the module this began in (logging configurations name it).
 logger = logging.getLogger("chatauth.oidc_logout")
 
 #: The ``events`` member that makes a JWT a logout token (§2.4).

@@ -35,6 +35,7 @@ from chatauth.oauth.providers import Provider, get_provider
 from chatauth.oauth.redirects import with_query
 from chatauth.tokens import get_secret
 
+# The logger of the module this began in (logging configurations name it).
 logger = logging.getLogger("chatauth.oidc_logout")
 
 #: An ID token kept for ``id_token_hint``, at most.  The hint travels in a URL
