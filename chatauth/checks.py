@@ -322,7 +322,7 @@ def check_provider_logout(app_configs: Any = None, **kwargs: Any) -> list:
     sessions in signed cookies (nothing on the server to end)."""
     from urllib.parse import urlsplit
 
-    from chatauth.oauth.providers import get_provider
+    from chatauth.oauth import get_provider
 
     errors: list = []
     providers = settings.OAUTH_PROVIDERS
