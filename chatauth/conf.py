@@ -182,7 +182,7 @@ DEFAULTS: dict[str, Any] = {
     "TRUSTED_PROXIES": [],
     # OAuth / OpenID Connect providers: provider id -> its configuration
     # (``{}`` reads the client id and secret from OAUTH_<ID>_CLIENT_ID and
-    # OAUTH_<ID>_CLIENT_SECRET, as Chainlit does).  See chatauth.oauth.
+    # OAUTH_<ID>_CLIENT_SECRET, as Chainlit does).  See chatauth.oauth.providers.
     "OAUTH_PROVIDERS": {},
     # Whether a first OAuth login may join an existing local account whose
     # email (or identifier) the provider verified as the user's: off, as in

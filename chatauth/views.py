@@ -35,7 +35,7 @@ from chatauth.identifiers import normalize
 from chatauth.internal.apiview import AsyncAPIView, ChatAuthAPIView
 from chatauth.internal.http import is_trusted_proxy, peer_ip
 from chatauth.models import APIKey, AuditEvent, ChatSession
-from chatauth.oidc_logout import provider_logout_url
+from chatauth.oauth.rp_logout import provider_logout_url
 from chatauth.schema import documented
 from chatauth.serializers import (
     ChatSessionSerializer,
