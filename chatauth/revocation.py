@@ -49,7 +49,13 @@ from chatauth.constants import (
 )
 from chatauth.exceptions import TokenError, TokenRevoked
 from chatauth.exceptions import close_code as close_code_of
-from chatauth.internal.cache import aget_many, get_cache, is_local, is_process_memory
+from chatauth.internal.cache import (
+    aget_many,
+    forget_near,
+    get_cache,
+    is_local,
+    is_process_memory,
+)
 from chatauth.internal.models import has_field
 from chatauth.models import APIKey, Profile, RevokedToken
 
@@ -150,6 +156,7 @@ def _cache_set(
             _cache().add(key, value, max(1, int(ttl)))
         else:
             _cache().set(key, value, max(1, int(ttl)))
+        forget_near([key])
     except Exception:
         if only_if_absent:  # a check's answer: the next check asks again
             logger.warning("cache unavailable; %s not cached", key.rsplit(":", 2)[-2])
@@ -167,6 +174,7 @@ def _cache_set(
 def _cache_delete(key: str) -> None:
     try:
         _cache().delete(key)
+        forget_near([key])
     except Exception:
         logger.error("cache unavailable; could not drop a stale entry")
 

@@ -2,7 +2,9 @@
 
 from django.urls import path
 
-from chatauth import copilot_token, forwardauth, oauth, oidc_logout, schema, views
+from chatauth import copilot_token, forwardauth, schema, views
+from chatauth.oauth.backchannel import BackchannelLogoutView
+from chatauth.oauth.views import OAuthCallbackView, OAuthStartView
 
 app_name = "chatauth"
 
@@ -10,15 +12,15 @@ urlpatterns = [
     path("config", views.ConfigView.as_view(), name="config"),
     path("login", views.LoginView.as_view(), name="login"),
     path("header", views.HeaderLoginView.as_view(), name="header"),
-    path("oauth/<str:provider>", oauth.OAuthStartView.as_view(), name="oauth-start"),
+    path("oauth/<str:provider>", OAuthStartView.as_view(), name="oauth-start"),
     path(
         "oauth/<str:provider>/callback",
-        oauth.OAuthCallbackView.as_view(),
+        OAuthCallbackView.as_view(),
         name="oauth-callback",
     ),
     path(
         "oauth/<str:provider>/backchannel-logout",
-        oidc_logout.BackchannelLogoutView.as_view(),
+        BackchannelLogoutView.as_view(),
         name="oauth-backchannel-logout",
     ),
     path("token/refresh", views.TokenRefreshView.as_view(), name="token-refresh"),

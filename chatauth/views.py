@@ -36,7 +36,7 @@ from chatauth.exceptions import HookError, InvalidCredentials, NotFound
 from chatauth.internal.apiview import AsyncAPIView, ChatAuthAPIView, validated
 from chatauth.internal.http import is_trusted_proxy, peer_ip
 from chatauth.models import AuditEvent, ChatSession
-from chatauth.oidc_logout import provider_logout_url
+from chatauth.oauth.rp_logout import provider_logout_url
 from chatauth.schema import BODY_ERRORS, documented, error_responses
 from chatauth.schema import SchemaView as SchemaView
 from chatauth.serializers import (

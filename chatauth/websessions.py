@@ -212,7 +212,7 @@ def end(
     """End what chatauth derived from Django session ``session_key``: its
     copilot tokens are refused and the sockets opened with its cookie close,
     on every worker; so does, with ``forget_login``, the record of the
-    provider login that made it (:mod:`chatauth.oidc_logout`).  (Deleting the
+    provider login that made it (:mod:`chatauth.oauth.rp_logout`).  (Deleting the
     session itself is Django's ``flush()``.)
 
     Not ``forget_login`` when the key may just have changed (a session row

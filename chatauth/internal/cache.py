@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,8 @@ from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
 
 from chatauth.conf import on_reload
+from chatauth.internal.nearcache import KINDS as NEAR_KINDS
+from chatauth.internal.nearcache import NearCache
 
 if TYPE_CHECKING:
     from django.core.cache.backends.base import BaseCache
@@ -120,27 +123,34 @@ _ASYNC_SAFE_OPTIONS = frozenset(
     }
 )
 _async_lock = threading.Lock()
-#: loop -> (cache, reads, serializer): ``reads`` groups the loop's reads on its
-#: own redis.asyncio client (:class:`MgetBatch`).  A plain dict, pruned of
-#: closed loops: a client's connections refer to their loop, so weak keys would
-#: never die.
-_async_clients: dict[asyncio.AbstractEventLoop, tuple[Any, Any, Any]] = {}
+#: loop -> (cache, reads, serializer, near cache): ``reads`` groups the loop's
+#: reads on its own redis.asyncio client (:class:`MgetBatch`); the near cache
+#: (:mod:`chatauth.internal.nearcache`) answers repeated ones without Redis.
+#: A plain dict, pruned of closed loops: a client's connections refer to their
+#: loop, so weak keys would never die.
+_async_clients: dict[asyncio.AbstractEventLoop, tuple[Any, Any, Any, Any]] = {}
 
 
-def _async_reader(cache: BaseCache) -> tuple[MgetBatch, Any] | None:
-    """``(reads, serializer)`` for ``cache`` on the running loop, or None when
-    ``cache`` has no async read here."""
+def _async_reader(cache: BaseCache) -> tuple[MgetBatch, Any, NearCache | None] | None:
+    """``(reads, serializer, near cache)`` for ``cache`` on the running loop,
+    or None when ``cache`` has no async read here."""
     loop = asyncio.get_running_loop()
     entry = _async_clients.get(loop)
     if entry is None or entry[0] is not cache:
+        if entry is not None and entry[3] is not None:
+            entry[3].close()
         client, serializer = _make_async_reader(cache) or (None, None)
         reads = None if client is None else MgetBatch(client)
-        entry = (cache, reads, serializer)
+        near = None if client is None else _make_near_cache(loop, cache)
+        entry = (cache, reads, serializer, near)
         with _async_lock:
             for old in [old for old in _async_clients if old.is_closed()]:
-                del _async_clients[old]  # its sockets close when collected
+                # Its sockets close when collected; the near cache's now.
+                if _async_clients[old][3] is not None:
+                    _async_clients[old][3].close()
+                del _async_clients[old]
             _async_clients[loop] = entry
-    return None if entry[1] is None else (entry[1], entry[2])
+    return None if entry[1] is None else (entry[1], entry[2], entry[3])
 
 
 def _make_async_reader(cache: BaseCache) -> tuple[Any, Any] | None:
@@ -172,6 +182,68 @@ def _make_async_reader(cache: BaseCache) -> tuple[Any, Any] | None:
     return redis.asyncio.Redis(connection_pool=pool), sync_client._serializer
 
 
+def _make_near_cache(
+    loop: asyncio.AbstractEventLoop, cache: BaseCache
+) -> NearCache | None:
+    """A :class:`~chatauth.internal.nearcache.NearCache` for the revocation
+    keys of ``cache`` (a plain TCP Redis: no TLS, no Unix socket), or None."""
+    from redis.connection import parse_url
+
+    from chatauth.conf import settings
+
+    if not settings.NEAR_CACHE:
+        return None
+    sync_client = cache._cache  # type: ignore[attr-defined]
+    options = sync_client._pool_options
+    try:
+        url = parse_url(sync_client._servers[0])
+    except ValueError:
+        return None
+    if (
+        "path" in url
+        or "connection_class" in url
+        or any(name.startswith("ssl") for name in options)
+    ):
+        return None
+    return NearCache(
+        loop,
+        (url.get("host") or "localhost", int(url.get("port") or 6379)),
+        prefixes=[
+            cache.make_and_validate_key(f"{settings.CACHE_PREFIX}:{kind}:")
+            for kind in NEAR_KINDS
+        ],
+        username=options.get("username", url.get("username")),
+        password=options.get("password", url.get("password")),
+        max_age=settings.DENYLIST_CACHE_TTL.total_seconds(),
+    )
+
+
+def forget_near(keys: list[str]) -> None:
+    """Drop this process's near copies of ``keys`` (cache keys, before
+    ``make_key``): called by chatauth's own writes, from any thread.  The
+    drop is queued on each loop before the writer's own result is: a
+    coroutine that awaited the write cannot see the old copy after it."""
+    if not _async_clients:
+        return
+    cache = get_cache()
+    made = [cache.make_and_validate_key(key) for key in keys]
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    with _async_lock:
+        entries = list(_async_clients.items())
+    for loop, entry in entries:
+        near = entry[3]
+        if near is None or loop.is_closed():
+            continue
+        if loop is running:
+            near.forget(made)
+        else:
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
+                loop.call_soon_threadsafe(near.forget, made)
+
+
 async def aget_many(keys: list[str]) -> dict[str, Any] | None:
     """``get_many(keys)`` without blocking the loop, or None when this cache
     offers no async read (the caller then runs the sync path in a thread).
@@ -182,13 +254,22 @@ async def aget_many(keys: list[str]) -> dict[str, Any] | None:
     reader = _async_reader(cache)
     if reader is None:
         return None
-    reads, serializer = reader
+    reads, serializer, near = reader
     made = [cache.make_and_validate_key(key) for key in keys]
-    values = await reads.get(made)
+    generation = None
+    if near is not None and near.usable():
+        copies = near.lookup(made)
+        if copies is not None:
+            return dict(zip(keys, copies, strict=True))
+        generation = near.generation
+    values = [
+        None if value is None else serializer.loads(value)
+        for value in await reads.get(made)
+    ]
+    if generation is not None:
+        near.keep(generation, made, values)  # type: ignore[union-attr]
     return {
-        key: serializer.loads(value)
-        for key, value in zip(keys, values, strict=True)
-        if value is not None
+        key: value for key, value in zip(keys, values, strict=True) if value is not None
     }
 
 
