@@ -100,5 +100,8 @@ def _name(credentials: dict[str, Any]) -> str:
     return ""
 
 
-class ThrottledModelBackend(ThrottleMixin, ModelBackend):
+# ThrottleMixin takes the credentials as keywords only, as Django's
+# authenticate() passes them; ModelBackend's signature names username and
+# password, which may also be passed by position: mypy calls them incompatible.
+class ThrottledModelBackend(ThrottleMixin, ModelBackend):  # type: ignore[misc]
     """Django's ``ModelBackend``, every password check throttled."""

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+
+if TYPE_CHECKING:
+    from drf_spectacular.openapi import AutoSchema
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -14,7 +17,7 @@ class JWTScheme(OpenApiAuthenticationExtension):
     target_class = "chatauth.authentication.JWTAuthentication"
     name = "bearerAuth"
 
-    def get_security_definition(self, auto_schema):  # noqa: ANN001, ANN201
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, str]:
         return {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
 
 
@@ -22,7 +25,7 @@ class APIKeyScheme(OpenApiAuthenticationExtension):
     target_class = "chatauth.authentication.APIKeyAuthentication"
     name = "apiKeyAuth"
 
-    def get_security_definition(self, auto_schema):  # noqa: ANN001, ANN201
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, str]:
         return {
             "type": "apiKey",
             "in": "header",

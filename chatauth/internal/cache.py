@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
@@ -16,7 +16,10 @@ from chatauth.internal.nearcache import KINDS as NEAR_KINDS
 from chatauth.internal.nearcache import NearCache
 
 if TYPE_CHECKING:
+    import redis
+    import redis.asyncio
     from django.core.cache.backends.base import BaseCache
+    from django.core.cache.backends.redis import RedisSerializer
 
 _lock = threading.Lock()
 #: (alias, cache, whether it lives in this process's memory), made once per
@@ -153,17 +156,30 @@ def _async_reader(cache: BaseCache) -> tuple[MgetBatch, Any, NearCache | None] |
     return None if entry[1] is None else (entry[1], entry[2], entry[3])
 
 
-def _make_async_reader(cache: BaseCache) -> tuple[Any, Any] | None:
+class _RedisClientState(Protocol):
+    """What :func:`_make_async_reader` reads of Django's ``RedisCacheClient``:
+    private attributes, which django-stubs leaves out."""
+
+    _pool_class: type[redis.ConnectionPool]
+    _pool_options: dict[str, Any]
+    _servers: list[str]
+    _serializer: RedisSerializer
+
+
+def _make_async_reader(
+    cache: BaseCache,
+) -> tuple[redis.asyncio.Redis, RedisSerializer] | None:
     import redis
     import redis.asyncio
     from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 
     if type(cache) is not RedisCache:
         return None
-    sync_client = cache._cache
+    if type(cache._cache) is not RedisCacheClient:
+        return None
+    sync_client = cast("_RedisClientState", cache._cache)
     if (
-        type(sync_client) is not RedisCacheClient
-        or sync_client._pool_class is not redis.ConnectionPool
+        sync_client._pool_class is not redis.ConnectionPool
         or not set(sync_client._pool_options) <= _ASYNC_SAFE_OPTIONS
     ):
         return None
@@ -289,7 +305,7 @@ class MgetBatch:
     MAX_KEYS = 512
     MAX_IN_FLIGHT = 4
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: redis.asyncio.Redis) -> None:
         self.client = client
         self.waiting: deque[tuple[list[Any], asyncio.Future[list[Any]]]] = deque()
         self.waiting_keys = 0
@@ -308,7 +324,8 @@ class MgetBatch:
         return await future
 
     def _take(self) -> list[tuple[list[Any], asyncio.Future[list[Any]]]]:
-        batch, count = [], 0
+        batch: list[tuple[list[Any], asyncio.Future[list[Any]]]] = []
+        count = 0
         while self.waiting and (
             not batch or count + len(self.waiting[0][0]) <= self.MAX_KEYS
         ):
@@ -340,7 +357,7 @@ class MgetBatch:
         finally:
             # Leave the set now, not only in the done-callback: a read queued
             # between this return and that callback would find a runner gone.
-            self.runners.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self.runners.discard(asyncio.current_task())
             _fail(batch, ConnectionError("the cache read was cancelled"))
 
     def _ended(self, runner: asyncio.Task[None]) -> None:
