@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import redis
     import redis.asyncio
     from django.core.cache.backends.base import BaseCache
-    from django.core.cache.backends.redis import RedisSerializer
+    from django.core.cache.backends.redis import RedisCache, RedisSerializer
 
 _lock = threading.Lock()
 #: (alias, cache, whether it lives in this process's memory), made once per
@@ -131,10 +131,15 @@ _async_lock = threading.Lock()
 #: (:mod:`chatauth.internal.nearcache`) answers repeated ones without Redis.
 #: A plain dict, pruned of closed loops: a client's connections refer to their
 #: loop, so weak keys would never die.
-_async_clients: dict[asyncio.AbstractEventLoop, tuple[Any, Any, Any, Any]] = {}
+_async_clients: dict[
+    asyncio.AbstractEventLoop,
+    tuple[BaseCache, MgetBatch | None, RedisSerializer | None, NearCache | None],
+] = {}
 
 
-def _async_reader(cache: BaseCache) -> tuple[MgetBatch, Any, NearCache | None] | None:
+def _async_reader(
+    cache: BaseCache,
+) -> tuple[MgetBatch, RedisSerializer, NearCache | None] | None:
     """``(reads, serializer, near cache)`` for ``cache`` on the running loop,
     or None when ``cache`` has no async read here."""
     loop = asyncio.get_running_loop()
@@ -149,11 +154,15 @@ def _async_reader(cache: BaseCache) -> tuple[MgetBatch, Any, NearCache | None] |
         with _async_lock:
             for old in [old for old in _async_clients if old.is_closed()]:
                 # Its sockets close when collected; the near cache's now.
-                if _async_clients[old][3] is not None:
-                    _async_clients[old][3].close()
+                old_near = _async_clients[old][3]
+                if old_near is not None:
+                    old_near.close()
                 del _async_clients[old]
             _async_clients[loop] = entry
-    return None if entry[1] is None else (entry[1], entry[2], entry[3])
+    _, reads, serializer, near = entry
+    if reads is None or serializer is None:
+        return None
+    return reads, serializer, near
 
 
 class _RedisClientState(Protocol):
@@ -209,10 +218,11 @@ def _make_near_cache(
 
     if not settings.NEAR_CACHE:
         return None
-    sync_client = cache._cache  # type: ignore[attr-defined]
+    # Made only for the RedisCache that _make_async_reader took.
+    sync_client = cast("_RedisClientState", cast("RedisCache", cache)._cache)
     options = sync_client._pool_options
     try:
-        url = parse_url(sync_client._servers[0])
+        url: dict[str, Any] = parse_url(sync_client._servers[0])
     except ValueError:
         return None
     if (
@@ -282,8 +292,8 @@ async def aget_many(keys: list[str]) -> dict[str, Any] | None:
         None if value is None else serializer.loads(value)
         for value in await reads.get(made)
     ]
-    if generation is not None:
-        near.keep(generation, made, values)  # type: ignore[union-attr]
+    if generation is not None and near is not None:  # (near is, with a generation)
+        near.keep(generation, made, values)
     return {
         key: value for key, value in zip(keys, values, strict=True) if value is not None
     }
