@@ -52,6 +52,7 @@ class ThrottleMixin:
     (see :mod:`chatauth.throttling`).  Put it first among the bases."""
 
     def authenticate(self, request: HttpRequest | None, **credentials: Any) -> Any:
+        # A mixin: the next backend in the MRO has authenticate(), object not.
         check = super().authenticate  # type: ignore[misc]
         try:
             # What authenticate() does with each backend: one that cannot take

@@ -47,6 +47,7 @@ def documented(**kwargs: Any) -> Callable[[F], F]:
 
     def apply(method: F) -> F:
         if not hasattr(method, "schema") and not hasattr(method, "kwargs"):
+            # (a function attribute, as extend_schema sets its own)
             method.schema = AutoSchema  # type: ignore[attr-defined]
         return decorate(method)
 
