@@ -124,6 +124,7 @@ async def web_login(request: HttpRequest, user: Any, method: str) -> None:
     from django.conf import settings as django_settings
     from django.contrib.auth import alogin
 
+    # (read by the login signal's audit receiver; not an HttpRequest attribute)
     request.chatauth_method = method  # type: ignore[attr-defined]
     await alogin(request, user, backend=django_settings.AUTHENTICATION_BACKENDS[0])
 
@@ -223,6 +224,7 @@ def logout(
         # What django.contrib.auth.logout() does, minus its user_logged_out
         # signal: the one sent below carries the method and token id.
         session.flush()
+        # (request is not None here: a session to flush came from it)
         request.user = AnonymousUser()  # type: ignore[union-attr]
     if everywhere:
         revocation.revoke_user(user, reason="logout_everywhere")

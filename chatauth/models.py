@@ -206,6 +206,9 @@ class APIKey(models.Model):
     )
 
     objects = APIKeyManager()
+    #: The secret of a key the admin has just created, for its response only
+    #: (chatauth.admin; never stored, and absent on every other instance).
+    _raw_key: str
 
     class Meta:
         verbose_name = _("API key")

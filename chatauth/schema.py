@@ -5,7 +5,7 @@ authentication classes and views, their error answers from
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.urls import include, path
 from django.utils.text import format_lazy
@@ -20,6 +20,9 @@ from rest_framework.response import Response
 from chatauth.exceptions import ERRORS
 from chatauth.serializers import DetailSerializer
 
+if TYPE_CHECKING:
+    from drf_spectacular.openapi import AutoSchema
+
 F = TypeVar("F", bound=Callable[..., Any])
 #: What every route with a JSON body may answer: a malformed or oversized body.
 BODY_ERRORS = ("invalid", "payload_too_large")
@@ -29,7 +32,7 @@ class JWTScheme(OpenApiAuthenticationExtension):
     target_class = "chatauth.authentication.JWTAuthentication"
     name = "bearerAuth"
 
-    def get_security_definition(self, auto_schema):  # noqa: ANN001, ANN201
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, str]:
         return {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
 
 
@@ -37,7 +40,7 @@ class APIKeyScheme(OpenApiAuthenticationExtension):
     target_class = "chatauth.authentication.APIKeyAuthentication"
     name = "apiKeyAuth"
 
-    def get_security_definition(self, auto_schema):  # noqa: ANN001, ANN201
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, str]:
         return {
             "type": "apiKey",
             "in": "header",
@@ -59,6 +62,7 @@ def documented(**kwargs: Any) -> Callable[[F], F]:
 
     def apply(method: F) -> F:
         if not hasattr(method, "schema") and not hasattr(method, "kwargs"):
+            # (a function attribute, as extend_schema sets its own)
             method.schema = AutoSchema  # type: ignore[attr-defined]
         return decorate(method)
 
@@ -97,8 +101,12 @@ class SchemaView(SpectacularAPIView):
         from drf_spectacular.openapi import AutoSchema
         from rest_framework.settings import api_settings
 
-        if not issubclass(api_settings.DEFAULT_SCHEMA_CLASS, AutoSchema):
+        schema_class: type = api_settings.DEFAULT_SCHEMA_CLASS  # type: ignore[assignment]  # a class once DRF imported the setting
+        match = request.resolver_match
+        if match is not None and not issubclass(schema_class, AutoSchema):
             # Where chatauth's URLs are mounted: this route's, less its own part.
-            mounted = request.resolver_match.route.removesuffix("schema")
+            mounted = match.route.removesuffix("schema")
             self.patterns = [path(mounted, include("chatauth.urls"))]
-        return super().get(request, *args, **kwargs)
+        # drf-spectacular's views are untyped.
+        response: Response = super().get(request, *args, **kwargs)  # type: ignore[no-untyped-call]
+        return response

@@ -11,6 +11,9 @@ from rest_framework import serializers
 
 from chatauth.conf import settings
 
+#: What these serializers describe: JSON objects (none wraps a model instance).
+Shape = dict[str, Any]
+
 
 class StrictCharField(serializers.CharField):
     """A CharField that refuses numbers and booleans instead of casting them
@@ -42,18 +45,18 @@ class MetadataField(serializers.JSONField):
         return data
 
 
-class UserSerializer(serializers.Serializer):
+class UserSerializer(serializers.Serializer[Shape]):
     identifier = serializers.CharField()
     display_name = serializers.CharField(allow_null=True)
     metadata = serializers.DictField()
 
 
-class LoginSerializer(serializers.Serializer):
+class LoginSerializer(serializers.Serializer[Shape]):
     username = StrictCharField(max_length=255, trim_whitespace=False)
     password = StrictCharField(max_length=4096, trim_whitespace=False)
 
 
-class TokenPairSerializer(serializers.Serializer):
+class TokenPairSerializer(serializers.Serializer[Shape]):
     access_token = serializers.CharField()
     refresh_token = serializers.CharField()
     token_type = serializers.CharField(default="bearer")
@@ -61,11 +64,11 @@ class TokenPairSerializer(serializers.Serializer):
     user = UserSerializer()
 
 
-class RefreshSerializer(serializers.Serializer):
+class RefreshSerializer(serializers.Serializer[Shape]):
     refresh = StrictCharField(max_length=8192)
 
 
-class LogoutSerializer(serializers.Serializer):
+class LogoutSerializer(serializers.Serializer[Shape]):
     refresh = StrictCharField(max_length=8192, required=False)
     everywhere = serializers.BooleanField(required=False, default=False)
 
@@ -75,17 +78,18 @@ class LogoutSerializer(serializers.Serializer):
             raise serializers.ValidationError(
                 {"everywhere": [gettext("Must be a boolean.")]}
             )
-        return super().to_internal_value(data)
+        validated: dict[str, Any] = super().to_internal_value(data)
+        return validated
 
 
-class ConfigSerializer(serializers.Serializer):
+class ConfigSerializer(serializers.Serializer[Shape]):
     password = serializers.BooleanField()
     header = serializers.BooleanField()
     oauth = serializers.ListField(child=serializers.CharField())
     copilot = serializers.BooleanField()
 
 
-class CopilotRequestSerializer(serializers.Serializer):
+class CopilotRequestSerializer(serializers.Serializer[Shape]):
     identifier = StrictCharField(max_length=255)
     display_name = StrictCharField(
         max_length=255, required=False, allow_null=True, allow_blank=True
@@ -93,14 +97,14 @@ class CopilotRequestSerializer(serializers.Serializer):
     metadata = MetadataField(required=False, default=dict)
 
 
-class CopilotTokenSerializer(serializers.Serializer):
+class CopilotTokenSerializer(serializers.Serializer[Shape]):
     access_token = serializers.CharField()
     token_type = serializers.CharField(default="bearer")
     expires_in = serializers.IntegerField()
     user = UserSerializer()
 
 
-class DetailSerializer(serializers.Serializer):
+class DetailSerializer(serializers.Serializer[Shape]):
     detail = serializers.CharField()
 
 
@@ -113,7 +117,7 @@ class LogoutResponseSerializer(DetailSerializer):
     )
 
 
-class ChatSessionSerializer(serializers.Serializer):
+class ChatSessionSerializer(serializers.Serializer[Shape]):
     id = serializers.UUIDField()
     opened_at = serializers.DateTimeField()
     last_seen_at = serializers.DateTimeField()

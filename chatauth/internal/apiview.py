@@ -35,7 +35,7 @@ class Metadata(SimpleMetadata):
     (DRF's default shows it: implementation notes are not for every client)."""
 
     def determine_metadata(self, request: Request, view: APIView) -> dict[str, Any]:
-        metadata = super().determine_metadata(request, view)
+        metadata: dict[str, Any] = super().determine_metadata(request, view)
         metadata.pop("description", None)
         return metadata
 
@@ -69,8 +69,8 @@ class ChatAuthAPIView(APIView):
         return super().get_authenticate_header(request) or 'Bearer realm="api"'
 
     def finalize_response(
-        self, request: Request, response: Any, *args: Any, **kwargs: Any
-    ) -> Any:
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
         response = super().finalize_response(request, response, *args, **kwargs)
         # Tokens, identities, login answers: never kept by a browser or a shared
         # cache (RFC 9111 §5.2.2.5; OAuth 2.0 token responses, RFC 6749 §5.1).
@@ -110,7 +110,8 @@ def validated(serializer_class: type, data: Any) -> dict[str, Any]:
             message = message[0] if isinstance(message, list) else message
         prefix = "" if field == "non_field_errors" else f"{field}: "
         raise BadRequest(f"{prefix}{message}")
-    return serializer.validated_data
+    result: dict[str, Any] = serializer.validated_data
+    return result
 
 
 class AsyncAPIView(ChatAuthAPIView):
@@ -123,7 +124,11 @@ class AsyncAPIView(ChatAuthAPIView):
     (Django's ``View.view_is_async`` then marks the view as a coroutine).
     """
 
-    async def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+    # A coroutine where APIView.dispatch returns a response: Django's View.as_view
+    # awaits it, the handlers being async (view_is_async).
+    async def dispatch(  # type: ignore[override]
+        self, request: HttpRequest, *args: Any, **kwargs: Any
+    ) -> Response:
         self.args, self.kwargs = args, kwargs
         request = self.initialize_request(request, *args, **kwargs)
         self.request = request
@@ -131,7 +136,7 @@ class AsyncAPIView(ChatAuthAPIView):
         try:
             await self._aauthenticate(request)
             self.initial(request, *args, **kwargs)
-            name = request.method.lower()
+            name = (request.method or "").lower()
             if name in self.http_method_names and hasattr(self, name):
                 handler = getattr(self, name)
             else:
@@ -147,7 +152,9 @@ class AsyncAPIView(ChatAuthAPIView):
     async def _aauthenticate(self, request: Request) -> None:
         from asgiref.sync import sync_to_async
 
-        for authenticator in request.authenticators:
+        # DRF's Request._authenticate, awaited; what it calls on the request is
+        # DRF's private API, which its stubs leave out.
+        for authenticator in request.authenticators or ():
             aauthenticate = _async_authenticate(authenticator)
             try:
                 if aauthenticate is not None:
@@ -155,13 +162,13 @@ class AsyncAPIView(ChatAuthAPIView):
                 else:
                     result = await sync_to_async(authenticator.authenticate)(request)
             except APIException:
-                request._not_authenticated()
+                request._not_authenticated()  # type: ignore[attr-defined]
                 raise
             if result is not None:
-                request._authenticator = authenticator
+                request._authenticator = authenticator  # type: ignore[attr-defined]
                 request.user, request.auth = result
                 return
-        request._not_authenticated()
+        request._not_authenticated()  # type: ignore[attr-defined]
 
 
 def _async_authenticate(authenticator: Any) -> Any:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
@@ -16,7 +16,10 @@ from chatauth.internal.nearcache import KINDS as NEAR_KINDS
 from chatauth.internal.nearcache import NearCache
 
 if TYPE_CHECKING:
+    import redis
+    import redis.asyncio
     from django.core.cache.backends.base import BaseCache
+    from django.core.cache.backends.redis import RedisCache, RedisSerializer
 
 _lock = threading.Lock()
 #: (alias, cache, whether it lives in this process's memory), made once per
@@ -128,10 +131,15 @@ _async_lock = threading.Lock()
 #: (:mod:`chatauth.internal.nearcache`) answers repeated ones without Redis.
 #: A plain dict, pruned of closed loops: a client's connections refer to their
 #: loop, so weak keys would never die.
-_async_clients: dict[asyncio.AbstractEventLoop, tuple[Any, Any, Any, Any]] = {}
+_async_clients: dict[
+    asyncio.AbstractEventLoop,
+    tuple[BaseCache, MgetBatch | None, RedisSerializer | None, NearCache | None],
+] = {}
 
 
-def _async_reader(cache: BaseCache) -> tuple[MgetBatch, Any, NearCache | None] | None:
+def _async_reader(
+    cache: BaseCache,
+) -> tuple[MgetBatch, RedisSerializer, NearCache | None] | None:
     """``(reads, serializer, near cache)`` for ``cache`` on the running loop,
     or None when ``cache`` has no async read here."""
     loop = asyncio.get_running_loop()
@@ -146,24 +154,41 @@ def _async_reader(cache: BaseCache) -> tuple[MgetBatch, Any, NearCache | None] |
         with _async_lock:
             for old in [old for old in _async_clients if old.is_closed()]:
                 # Its sockets close when collected; the near cache's now.
-                if _async_clients[old][3] is not None:
-                    _async_clients[old][3].close()
+                old_near = _async_clients[old][3]
+                if old_near is not None:
+                    old_near.close()
                 del _async_clients[old]
             _async_clients[loop] = entry
-    return None if entry[1] is None else (entry[1], entry[2], entry[3])
+    _, reads, serializer, near = entry
+    if reads is None or serializer is None:
+        return None
+    return reads, serializer, near
 
 
-def _make_async_reader(cache: BaseCache) -> tuple[Any, Any] | None:
+class _RedisClientState(Protocol):
+    """What :func:`_make_async_reader` reads of Django's ``RedisCacheClient``:
+    private attributes, which django-stubs leaves out."""
+
+    _pool_class: type[redis.ConnectionPool]
+    _pool_options: dict[str, Any]
+    _servers: list[str]
+    _serializer: RedisSerializer
+
+
+def _make_async_reader(
+    cache: BaseCache,
+) -> tuple[redis.asyncio.Redis, RedisSerializer] | None:
     import redis
     import redis.asyncio
     from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 
     if type(cache) is not RedisCache:
         return None
-    sync_client = cache._cache
+    if type(cache._cache) is not RedisCacheClient:
+        return None
+    sync_client = cast("_RedisClientState", cache._cache)
     if (
-        type(sync_client) is not RedisCacheClient
-        or sync_client._pool_class is not redis.ConnectionPool
+        sync_client._pool_class is not redis.ConnectionPool
         or not set(sync_client._pool_options) <= _ASYNC_SAFE_OPTIONS
     ):
         return None
@@ -193,10 +218,11 @@ def _make_near_cache(
 
     if not settings.NEAR_CACHE:
         return None
-    sync_client = cache._cache  # type: ignore[attr-defined]
+    # Made only for the RedisCache that _make_async_reader took.
+    sync_client = cast("_RedisClientState", cast("RedisCache", cache)._cache)
     options = sync_client._pool_options
     try:
-        url = parse_url(sync_client._servers[0])
+        url: dict[str, Any] = parse_url(sync_client._servers[0])
     except ValueError:
         return None
     if (
@@ -266,8 +292,8 @@ async def aget_many(keys: list[str]) -> dict[str, Any] | None:
         None if value is None else serializer.loads(value)
         for value in await reads.get(made)
     ]
-    if generation is not None:
-        near.keep(generation, made, values)  # type: ignore[union-attr]
+    if generation is not None and near is not None:  # (near is, with a generation)
+        near.keep(generation, made, values)
     return {
         key: value for key, value in zip(keys, values, strict=True) if value is not None
     }
@@ -289,7 +315,7 @@ class MgetBatch:
     MAX_KEYS = 512
     MAX_IN_FLIGHT = 4
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: redis.asyncio.Redis) -> None:
         self.client = client
         self.waiting: deque[tuple[list[Any], asyncio.Future[list[Any]]]] = deque()
         self.waiting_keys = 0
@@ -308,7 +334,8 @@ class MgetBatch:
         return await future
 
     def _take(self) -> list[tuple[list[Any], asyncio.Future[list[Any]]]]:
-        batch, count = [], 0
+        batch: list[tuple[list[Any], asyncio.Future[list[Any]]]] = []
+        count = 0
         while self.waiting and (
             not batch or count + len(self.waiting[0][0]) <= self.MAX_KEYS
         ):
@@ -340,7 +367,7 @@ class MgetBatch:
         finally:
             # Leave the set now, not only in the done-callback: a read queued
             # between this return and that callback would find a runner gone.
-            self.runners.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self.runners.discard(asyncio.current_task())
             _fail(batch, ConnectionError("the cache read was cancelled"))
 
     def _ended(self, runner: asyncio.Task[None]) -> None:

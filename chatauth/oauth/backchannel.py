@@ -29,6 +29,7 @@ denylist row that refuses a replay).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -41,6 +42,8 @@ from django.http import HttpRequest
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework.exceptions import NotFound
 from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -166,12 +169,19 @@ class _AnyAccept(BaseContentNegotiation):
     """JSON whatever the provider's ``Accept`` says (the answer's form is the
     spec's, not negotiable: a 406 would read as a failed logout)."""
 
-    def select_parser(self, request: Request, parsers: list) -> Any:
+    def select_parser(
+        self, request: Request, parsers: Iterable[BaseParser]
+    ) -> BaseParser | None:
         return None
 
-    def select_renderer(
-        self, request: Request, renderers: list, format_suffix: str | None = None
-    ) -> tuple[Any, str]:
+    # DRF passes the view's renderers as a list (APIView.get_renderers); its
+    # stubs say any iterable.
+    def select_renderer(  # type: ignore[override]
+        self,
+        request: Request,
+        renderers: list[BaseRenderer],
+        format_suffix: str | None = None,
+    ) -> tuple[BaseRenderer, str]:
         renderer = renderers[0]
         return renderer, renderer.media_type
 

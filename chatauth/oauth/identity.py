@@ -159,7 +159,8 @@ def audience_accepted(claims: dict[str, Any], client_id: str) -> bool:
 
 def leeway() -> float:
     """Clock skew allowed on a provider's ``iat``/``exp``, in seconds."""
-    return settings.LEEWAY.total_seconds()
+    seconds: float = settings.LEEWAY.total_seconds()
+    return seconds
 
 
 async def _verified_id_token(

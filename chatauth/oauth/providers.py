@@ -35,8 +35,9 @@ import os
 import ssl
 import time
 import warnings
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from authlib.integrations.base_client import BaseApp
@@ -247,6 +248,15 @@ class OAuthApp(AsyncOAuth2Mixin, AsyncOpenIDMixin, BaseApp):
     integration builds it); chatauth keeps the state in a signed cookie."""
 
     client_cls = AsyncOAuth2Client
+
+    if TYPE_CHECKING:
+        # What authlib's async client returns, which types-authlib leaves
+        # unannotated.
+        def get(self, url: str, **kwargs: Any) -> Awaitable[httpx.Response]: ...
+
+        async def fetch_access_token(
+            self, redirect_uri: str | None = None, **kwargs: Any
+        ) -> dict[str, Any]: ...
 
     async def load_server_metadata(self) -> dict[str, Any]:
         metadata = await super().load_server_metadata()

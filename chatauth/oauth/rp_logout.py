@@ -64,6 +64,9 @@ def remember_login(
     key = session.session_key
     if user_pk is None or not key or len(key) > websessions.MAX_SESSION_KEY:
         return  # no server-side session to name (signed cookies: check W012)
+    user = request.user
+    if not user.is_authenticated:  # (never: this runs after login())
+        return
     keep = (
         provider.rp_initiated_logout
         and isinstance(id_token, str)
@@ -71,7 +74,7 @@ def remember_login(
     )
     with transaction.atomic():  # a failure leaves no half-done transaction
         row = ProviderLogin.objects.create(
-            user_id=request.user.pk,
+            user_id=user.pk,
             provider=provider.id,
             subject=identity.subject,
             sid=identity.session_id or "",
@@ -106,8 +109,8 @@ def forget_ended(batch: int = 500) -> int:
         gone = [
             pk
             for pk, key, user_pk in rows
-            if not sessions.get(key)
-            or str(sessions[key].get(SESSION_KEY)) != str(user_pk)
+            if not (data := sessions.get(key))
+            or str(data.get(SESSION_KEY)) != str(user_pk)
         ]
         if gone:
             deleted += ProviderLogin.objects.filter(pk__in=gone).delete()[0]
@@ -169,7 +172,7 @@ def provider_logout_url(request: HttpRequest) -> str | None:
     """
     session = getattr(request, "session", None)
     key = getattr(session, "session_key", None)
-    if not key:
+    if session is None or not key:
         return None
     record = session.get(websessions.SESSION_LOGIN)
     rows = ProviderLogin.objects.filter(session_key=key)

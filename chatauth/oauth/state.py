@@ -63,12 +63,15 @@ async def take_state(
     """The login in progress that ``request``'s ``state`` names, taken out of
     ``pending``; :class:`Refusal` (``invalid_state``) unless it may go on."""
     state = request.GET.get("state")
-    flow = pending.pop(state, None) if isinstance(state, str) else None
+    flow: dict[str, Any] | None = (
+        pending.pop(state, None) if isinstance(state, str) else None
+    )
     # CSRF on the redirect endpoint (RFC 6749 §10.12): the state must be one
     # this browser started, for this provider (mix-up, RFC 9207), unexpired,
     # and never used before (single use, whatever cookie is replayed).
     if (
         flow is None
+        or state is None  # (never, with a flow)
         or flow.get("provider") != provider.id
         or flow.get("expires", 0) <= time.time()
         or not await first_use(state)

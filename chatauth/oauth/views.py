@@ -65,7 +65,7 @@ def _lookup(provider_id: str) -> Provider:
 
 
 def _redirect_uri(request: HttpRequest, provider: Provider) -> str:
-    configured = provider.config.get("redirect_uri")
+    configured: str | None = provider.config.get("redirect_uri")
     if configured:
         return configured
     path = reverse("chatauth:oauth-callback", kwargs={"provider": provider.id})
@@ -233,7 +233,7 @@ def _undo_login(request: HttpRequest) -> None:
     except Exception:
         logger.exception("could not delete the session of an undone OAuth login")
         request.session.clear()
-    request.user = AnonymousUser()  # type: ignore[attr-defined]
+    request.user = AnonymousUser()
 
 
 def _takes(func: Any, count: int) -> bool:
