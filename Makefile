@@ -22,7 +22,7 @@ VENV6 ?= .venv-django6
 PYTHON6 ?= $(shell for p in python3.13 python3.12 $(wildcard $(HOME)/.pyenv/versions/3.1[23]*/bin/python3.1[23]); do \
 	$$p -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: demo test test-django6 lint format bench mutation install clean docs
+.PHONY: demo test test-django6 lint format typecheck bench mutation install clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,7 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/bandit -q -c pyproject.toml -r chatauth
+	$(BIN)/mypy
 	$(MAKE) --no-print-directory docs
 	$(BIN)/python -m tests.security.audit_dependencies
 	$(BIN)/python -m pytest
@@ -79,6 +80,10 @@ test-django6:
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+## typecheck: strict mypy on chatauth/ (django-stubs, djangorestframework-stubs; [tool.mypy])
+typecheck: install
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -15,18 +15,26 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth import authenticate, get_user_model
 from django.db import IntegrityError, close_old_connections, transaction
 from django.http import HttpRequest
+from django.utils import timezone
 
 from chatauth import hooks
 from chatauth.conf import settings
 from chatauth.exceptions import HookError
 from chatauth.identifiers import InvalidIdentifier, normalize
 from chatauth.internal.calls import acall
+from chatauth.internal.models import has_field
 from chatauth.models import Profile
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
 
+    from chatauth.oauth.identity import Identity
+
 logger = logging.getLogger("chatauth.adapter")
+
+#: What a provider said about the user (``raw_user_data``), kept on the linked
+#: account at most (bytes of JSON); past it, only the claims that name the user.
+MAX_EXTRA_DATA = 16 * 1024
 
 
 def as_chat_user(value: Any) -> hooks.User | None:
@@ -172,6 +180,78 @@ class DefaultAdapter:
         return profile
 
     # --- OAuth account linking ----------------------------------------------------
+    # Run by chatauth.oauth.linking.link_account, in one transaction, on every
+    # OAuth login that the oauth_callback (if any) let through.
+
+    def oauth_account_fields(self, identity: Identity) -> dict[str, Any]:
+        """Runs on every OAuth login: the fields stored on the linked account
+        (:class:`~chatauth.models.OAuthAccount`), whether it is new or linked
+        already.  By default the email and whether the provider verified it,
+        what the provider said (``extra_data``: its ``raw_user_data``, cut down
+        to the claims that name the user past :data:`MAX_EXTRA_DATA` bytes of
+        JSON) and the time of this login.  Override to keep less."""
+        extra = identity.raw
+        if len(json.dumps(extra, default=str)) > MAX_EXTRA_DATA:
+            extra = {k: identity.raw.get(k) for k in ("sub", "id", "login", "email")}
+        return {
+            "email": identity.email or "",
+            "email_verified": identity.email_verified,
+            "extra_data": json.loads(json.dumps(extra, default=str)),
+            "last_login_at": timezone.now(),
+        }
+
+    def find_oauth_user(
+        self, identity: Identity, chat_user: hooks.User
+    ) -> AbstractBaseUser | None:
+        """Runs on a first OAuth login (no account linked to this provider
+        identity yet): the local user the identity names, or None for a new
+        user.  ``chat_user`` is the ``default_user``, or what the
+        ``oauth_callback`` returned.
+
+        By default: the user with ``chat_user``'s identifier
+        (:meth:`find_user`), else the one user whose email is the one the
+        provider verified (none when several have it).  A user found joins
+        only if :meth:`may_link_oauth` says so.  Raise :class:`HookError` to
+        refuse the login (``invalid_user``).
+        """
+        User = get_user_model()
+        existing = self.find_user(normalize(chat_user.identifier))
+        email_field = User.get_email_field_name()
+        if (
+            existing is None
+            and identity.email_verified
+            and has_field(User, email_field)
+        ):
+            matches = list(
+                User._default_manager.filter(
+                    **{f"{email_field}__iexact": identity.email}
+                )[:2]
+            )
+            existing = matches[0] if len(matches) == 1 else None
+        return existing
+
+    def create_oauth_user(
+        self, identity: Identity, chat_user: hooks.User
+    ) -> AbstractBaseUser:
+        """Runs on a first OAuth login whose identity names no local user
+        (:meth:`find_oauth_user` returned None): the new user.
+
+        By default :meth:`get_or_create_user` of ``chat_user``, and the email
+        the provider verified stored on it when the user model has an email
+        field and it is empty.  Raise :class:`HookError` to refuse the login
+        (``invalid_user``).
+        """
+        user = self.get_or_create_user(chat_user)
+        User = get_user_model()
+        email_field = User.get_email_field_name()
+        if (
+            identity.email_verified
+            and has_field(User, email_field)
+            and not getattr(user, email_field, "")
+        ):
+            setattr(user, email_field, identity.email)
+            user.save(update_fields=[email_field])
+        return user
 
     def may_link_oauth(
         self,
@@ -182,9 +262,10 @@ class DefaultAdapter:
         identifier_chosen: bool,
     ) -> bool:
         """Runs on a first OAuth login whose identity names an existing local
-        ``user`` (its identifier, or the email the provider verified, ``email``;
-        None when it did not verify one).  True joins the identity to that
-        account; False refuses the login (``account_exists``).
+        ``user`` (:meth:`find_oauth_user`: its identifier, or the email the
+        provider verified, ``email``; None when it did not verify one).  True
+        joins the identity to that account; False refuses the login
+        (``account_exists``).
 
         By default, as django-allauth: never, unless ``OAUTH_LINK_BY_EMAIL`` is
         on -- whoever created that account may not be its owner ("pre-account

@@ -7,20 +7,25 @@ so the audit log names the staff member who ran it (its ``actor``).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.contrib.auth import get_permission_codename, get_user_model
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db.models import Model, QuerySet
+from django.forms.models import BaseInlineFormSet, ModelForm
+from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.cache import add_never_cache_headers
 from django.utils.translation import gettext_lazy as _
 
 from chatauth import flows
 from chatauth.chatsessions import close_session
+from chatauth.internal.models import has_field
 from chatauth.models import (
     APIKey,
+    APIKeyQuerySet,
     AuditEvent,
     AuditTrail,
     ChatSession,
@@ -30,19 +35,44 @@ from chatauth.models import (
     RevokedToken,
 )
 
+if TYPE_CHECKING:
+    from django.contrib.admin import ModelAdmin, StackedInline, TabularInline
+else:
+
+    class _Generic:
+        """``ModelAdmin[M]`` is Django's ModelAdmin itself: it and the inlines are
+        generic in django-stubs only.  The class statements below keep exactly
+        Django's classes as their bases, and nothing of Django's is patched."""
+
+        def __init__(self, cls: type) -> None:
+            self.cls = cls
+
+        def __getitem__(self, _model: object) -> type:
+            return self.cls
+
+    ModelAdmin = _Generic(admin.ModelAdmin)
+    StackedInline = _Generic(admin.StackedInline)
+    TabularInline = _Generic(admin.TabularInline)
+
 RECENT_AUDIT_ROWS = 20
 #: What an API key may mint for (see ``APIKey.may_mint_for``).
 SCOPE_FIELDS = ("identifiers", "group", "may_mint_for_staff", "may_update_profiles")
 
 
 class ReadOnlyMixin:
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_add_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_change_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_delete_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False
 
 
@@ -57,7 +87,7 @@ def can_change_users(request: HttpRequest) -> bool:
     return request.user.has_perm(f"{opts.app_label}.{codename}")
 
 
-def logout_everywhere(users: Any) -> int:
+def logout_everywhere(users: Iterable[Model]) -> int:
     count = 0
     for user in users:
         flows.logout_everywhere(user, reason="admin")
@@ -69,7 +99,7 @@ def logout_everywhere(users: Any) -> int:
     description=_("Log selected users out everywhere"), permissions=["change"]
 )
 def logout_users_everywhere(
-    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
+    modeladmin: ModelAdmin[Model], request: HttpRequest, queryset: QuerySet[Model]
 ) -> None:
     count = logout_everywhere(queryset)
     modeladmin.message_user(request, f"Logged {count} user(s) out everywhere.")
@@ -80,7 +110,9 @@ def logout_users_everywhere(
     permissions=["change"],
 )
 def deactivate_users(
-    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
+    modeladmin: ModelAdmin[Model],
+    request: HttpRequest,
+    queryset: QuerySet[AbstractBaseUser],
 ) -> None:
     count = 0
     for user in queryset:
@@ -88,7 +120,10 @@ def deactivate_users(
             user.is_active = False
             # save(), not update(): chatauth.lifecycle ends the user's tokens,
             # web sessions and sockets on the save signal, as for any path.
-            user.save(update_fields=["is_active"])
+            # (AbstractBaseUser's is_active is a plain attribute: the action is
+            # offered only for a user model where it is a field, see
+            # extend_user_admin.)
+            user.save(update_fields=["is_active"])  # type: ignore[misc]
             count += 1
     modeladmin.message_user(request, f"Deactivated {count} user(s).")
 
@@ -100,39 +135,45 @@ def deactivate_users(
 NOT_BEFORE = ("tokens_not_before", "sessions_not_before")
 
 
-class ProfileInline(admin.StackedInline):
+class ProfileInline(StackedInline[Profile, Model]):
     model = Profile
     can_delete = False
     fields = ("display_name", "metadata", *NOT_BEFORE)
     readonly_fields = NOT_BEFORE
 
 
-class OAuthAccountInline(ReadOnlyMixin, admin.TabularInline):
+class OAuthAccountInline(ReadOnlyMixin, TabularInline[OAuthAccount, Model]):
     model = OAuthAccount
     extra = 0
     fields = ("provider", "subject", "email", "email_verified", "last_login_at")
     readonly_fields = fields
 
 
-class APIKeyInline(ReadOnlyMixin, admin.TabularInline):
+class APIKeyInline(ReadOnlyMixin, TabularInline[APIKey, Model]):
     model = APIKey
     extra = 0
     fields = ("name", "prefix", "created_at", "last_used_at", "revoked_at")
     readonly_fields = fields
 
 
-class RecentAuditInline(ReadOnlyMixin, admin.TabularInline):
+class RecentAuditInline(ReadOnlyMixin, TabularInline[AuditEvent, Model]):
     model = AuditEvent
     extra = 0
     verbose_name_plural = _("recent audit events")
     fields = ("created_at", "event", "method", "success", "reason", "ip")
     readonly_fields = fields
 
-    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+    def get_formset(
+        self, request: HttpRequest, obj: Model | None = None, **kwargs: Any
+    ) -> type[BaseInlineFormSet[AuditEvent, Model, ModelForm[AuditEvent]]]:
         formset = super().get_formset(request, obj, **kwargs)
 
+        # The base is the class the admin builds for this inline at run time,
+        # which mypy cannot take as a base (a variable, not a class).
         class RecentAuditFormSet(formset):  # type: ignore[valid-type, misc]
-            def get_queryset(self) -> QuerySet:
+            _recent: QuerySet[AuditEvent]
+
+            def get_queryset(self) -> QuerySet[AuditEvent]:
                 # The most recent rows of *this* user (the queryset is already
                 # filtered by the inline's foreign key here, not in the admin's
                 # get_queryset).  Restricted by id: the formset needs an unsliced
@@ -148,13 +189,18 @@ class RecentAuditInline(ReadOnlyMixin, admin.TabularInline):
 
 
 def extend_user_admin() -> None:
-    """Add chatauth's inlines and actions to the registered user admin, if any."""
+    """Add chatauth's inlines and actions to the registered user admin, if any.
+
+    Deactivating is offered only when the user model has an ``is_active``
+    field: without one every user is active (``AbstractBaseUser``), and there
+    is nothing to save."""
     User = get_user_model()
     base = admin.site._registry.get(User)
     if base is None:
         return
     base_class = type(base)
 
+    # The base is whichever admin the project registered for its user model.
     class ChatAuthUserAdmin(base_class):  # type: ignore[valid-type, misc]
         inlines = [
             *getattr(base_class, "inlines", []),
@@ -166,7 +212,7 @@ def extend_user_admin() -> None:
         actions = [
             *(getattr(base_class, "actions", None) or []),
             logout_users_everywhere,
-            deactivate_users,
+            *([deactivate_users] if has_field(User, "is_active") else []),
         ]
 
     admin.site.unregister(User)
@@ -177,7 +223,7 @@ def extend_user_admin() -> None:
 
 
 @admin.register(Profile)
-class ProfileAdmin(admin.ModelAdmin):
+class ProfileAdmin(ModelAdmin[Profile]):
     list_display = ("user", "display_name", "tokens_not_before", "updated_at")
     search_fields = ("display_name",)
     raw_id_fields = ("user",)
@@ -185,7 +231,7 @@ class ProfileAdmin(admin.ModelAdmin):
 
 
 @admin.register(OAuthAccount)
-class OAuthAccountAdmin(admin.ModelAdmin):
+class OAuthAccountAdmin(ModelAdmin[OAuthAccount]):
     list_display = ("provider", "subject", "user", "email", "email_verified")
     list_filter = ("provider", "email_verified")
     search_fields = ("subject", "email")
@@ -193,7 +239,7 @@ class OAuthAccountAdmin(admin.ModelAdmin):
 
 
 @admin.register(APIKey)
-class APIKeyAdmin(admin.ModelAdmin):
+class APIKeyAdmin(ModelAdmin[APIKey]):
     list_display = (
         "name",
         "prefix",
@@ -222,7 +268,9 @@ class APIKeyAdmin(admin.ModelAdmin):
     def active(self, obj: APIKey) -> bool:
         return obj.is_active
 
-    def save_model(self, request: HttpRequest, obj: APIKey, form: Any, change: bool):
+    def save_model(
+        self, request: HttpRequest, obj: APIKey, form: ModelForm[APIKey], change: bool
+    ) -> None:
         if change:
             return super().save_model(request, obj, form, change)
         scope = {name: getattr(obj, name) for name in SCOPE_FIELDS}
@@ -232,8 +280,8 @@ class APIKeyAdmin(admin.ModelAdmin):
         obj._raw_key = raw  # for response_add, this response only
 
     def response_add(
-        self, request: HttpRequest, obj: APIKey, post_url_continue: Any = None
-    ) -> Any:
+        self, request: HttpRequest, obj: APIKey, post_url_continue: str | None = None
+    ) -> HttpResponse:
         """The new key, once, in this response's body: not through Django's
         messages, which the default storage keeps in a (signed, readable)
         cookie; only its hash is stored."""
@@ -255,13 +303,13 @@ class APIKeyAdmin(admin.ModelAdmin):
         return response
 
     @admin.action(description=_("Revoke selected keys"), permissions=["change"])
-    def revoke_keys(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def revoke_keys(self, request: HttpRequest, queryset: APIKeyQuerySet) -> None:
         count = queryset.revoke()
         self.message_user(request, f"Revoked {count} key(s).")
 
 
 @admin.register(RevokedToken)
-class RevokedTokenAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class RevokedTokenAdmin(ReadOnlyMixin, ModelAdmin[RevokedToken]):
     list_display = ("key", "token_type", "user", "reason", "revoked_at", "expires_at")
     list_filter = ("token_type", "reason")
     search_fields = ("key",)
@@ -269,7 +317,7 @@ class RevokedTokenAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(ProviderLogin)
-class ProviderLoginAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class ProviderLoginAdmin(ReadOnlyMixin, ModelAdmin[ProviderLogin]):
     """Logins made through OpenID providers (what a back-channel logout ends).
     The Django session key and the ID token are never shown."""
 
@@ -282,7 +330,7 @@ class ProviderLoginAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(ChatSession)
-class ChatSessionAdmin(admin.ModelAdmin):
+class ChatSessionAdmin(ModelAdmin[ChatSession]):
     list_display = ("id", "user", "ip", "opened_at", "last_seen_at", "closed_at")
     list_filter = (("closed_at", admin.EmptyFieldListFilter), "worker")
     search_fields = ("id", "ip", "user_agent")
@@ -293,7 +341,9 @@ class ChatSessionAdmin(admin.ModelAdmin):
         return False
 
     @admin.action(description=_("Close selected sessions"), permissions=["change"])
-    def close_sessions(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def close_sessions(
+        self, request: HttpRequest, queryset: QuerySet[ChatSession]
+    ) -> None:
         rows = list(queryset.filter(closed_at__isnull=True))
         for row in rows:
             close_session(row, reason="admin")
@@ -303,7 +353,9 @@ class ChatSessionAdmin(admin.ModelAdmin):
         description=_("Log the sessions' users out everywhere"),
         permissions=["logout"],
     )
-    def logout_session_users(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def logout_session_users(
+        self, request: HttpRequest, queryset: QuerySet[ChatSession]
+    ) -> None:
         users = get_user_model()._default_manager.filter(
             pk__in=queryset.values("user_id")
         )
@@ -315,7 +367,7 @@ class ChatSessionAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyMixin, ModelAdmin[AuditEvent]):
     list_display = (
         "created_at",
         "event",
@@ -334,7 +386,7 @@ class AuditEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(AuditTrail)
-class AuditTrailAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class AuditTrailAdmin(ReadOnlyMixin, ModelAdmin[AuditTrail]):
     """The audit log with every chat session's opening and end among its
     events (a database view: nothing here is stored twice)."""
 

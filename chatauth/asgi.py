@@ -28,14 +28,17 @@ middleware).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.asgi import get_asgi_application as django_asgi_application
+
+if TYPE_CHECKING:
+    from channels.routing import ProtocolTypeRouter
 
 
 def get_asgi_application(
     websocket_urlpatterns: Sequence[Any] = (), http: Any = None
-) -> Any:
+) -> ProtocolTypeRouter:
     """Django set up, then the ``ProtocolTypeRouter`` described above."""
     http = http or django_asgi_application()  # sets Django up before the imports
 
@@ -43,7 +46,7 @@ def get_asgi_application(
     from channels.security.websocket import WebsocketDenier
     from django.apps import apps
     from django.conf import settings
-    from django.urls import re_path
+    from django.urls import URLPattern, re_path
 
     from chatauth import routing
 
@@ -56,16 +59,19 @@ def get_asgi_application(
         from chatauth.forwardauth import ForwardAuthApp
 
         http = ForwardAuthApp(http, verify)
+    # django-stubs types re_path() and path() for Django views only, not ASGI
+    # applications, and types-channels' URLRouter takes patterns of a type
+    # (one of ASGI applications) that neither returns.
+    refusal = re_path(r"", WebsocketDenier.as_asgi())  # type: ignore[arg-type]
+    patterns: list[URLPattern | URLRouter] = [
+        *routing.websocket_urlpatterns,
+        *websocket_urlpatterns,
+        refusal,
+    ]
     return ProtocolTypeRouter(
         {
             "http": http,
-            "websocket": URLRouter(
-                [
-                    *routing.websocket_urlpatterns,
-                    *websocket_urlpatterns,
-                    re_path(r"", WebsocketDenier.as_asgi()),
-                ]
-            ),
+            "websocket": URLRouter(patterns),  # type: ignore[arg-type]
             "lifespan": routing.lifespan,
         }
     )

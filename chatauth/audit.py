@@ -8,20 +8,15 @@ Each row names its *actor* when someone other than the user may have caused it
 (:func:`current_actor`): the request's authenticated user (a staff member in the
 admin: set by :class:`chatauth.middleware.SessionRevocationMiddleware` for every
 request), a management command (``command:<name>``), an identity provider, or
-``system``.
+``system``; :mod:`chatauth.actors` keeps track of it (its functions are named
+here too: ``audit.set_actor``, ``audit.acting_as``).
 """
 
 from __future__ import annotations
 
 import atexit
-import functools
 import logging
-import os
-import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar, Token
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -35,82 +30,17 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from chatauth import signals
+from chatauth.actors import MAX_ACTOR, current_actor, identifier_of
+from chatauth.actors import acting_as as acting_as
+from chatauth.actors import actor_of as actor_of
+from chatauth.actors import reset_actor as reset_actor
+from chatauth.actors import set_actor as set_actor
 from chatauth.constants import Method
 from chatauth.internal.http import client_ip, scope_client, user_agent
 from chatauth.models import AuditEvent
 
 logger = logging.getLogger("chatauth.audit")
 Event = AuditEvent.Event
-MAX_ACTOR = 150
-
-
-def identifier_of(user: Any) -> str:
-    if user is None:
-        return ""
-    return str(getattr(user, get_user_model().USERNAME_FIELD, "") or "")[:255]
-
-
-# --- Who acts ------------------------------------------------------------------
-
-_actor: ContextVar[str | Callable[[], str] | None] = ContextVar(
-    "chatauth_actor", default=None
-)
-
-
-def actor_of(user: Any) -> str:
-    """``user:<identifier>`` for an authenticated user, else ``""``."""
-    if user is None or not getattr(user, "is_authenticated", False):
-        return ""
-    identifier = getattr(user, "identifier", None) or identifier_of(user)
-    return f"user:{identifier}"[:MAX_ACTOR]
-
-
-def set_actor(actor: str | Callable[[], str]) -> Token:
-    """Name who acts in this context (a string, or a callable read only when a
-    row is written); returns a token for :func:`reset_actor`."""
-    return _actor.set(actor)
-
-
-def reset_actor(token: Token) -> None:
-    _actor.reset(token)
-
-
-@contextmanager
-def acting_as(actor: str | Callable[[], str]) -> Iterator[None]:
-    """Everything audited inside the block names ``actor``."""
-    token = set_actor(actor)
-    try:
-        yield
-    finally:
-        reset_actor(token)
-
-
-def current_actor() -> str:
-    """Who acts now: what :func:`acting_as` said, else this process's command
-    (``command:changepassword``, ``command:shell``), else ``system``."""
-    actor = _actor.get()
-    if actor is None:
-        return _process_actor()
-    if callable(actor):
-        try:
-            actor = actor()
-        except Exception:  # a lazy request user that cannot load any more
-            logger.warning("could not tell who acts", exc_info=True)
-            return ""
-    return str(actor)[:MAX_ACTOR]
-
-
-@functools.cache
-def _process_actor() -> str:
-    program = os.path.basename(sys.argv[0]) if sys.argv else ""
-    servers = {"runserver", "runworker"}  # their requests name their own actors
-    if (
-        program in ("manage.py", "django-admin", "django-admin.py")
-        and len(sys.argv) > 1
-        and sys.argv[1] not in servers
-    ):
-        return f"command:{sys.argv[1]}"[:MAX_ACTOR]
-    return "system"
 
 
 def record(

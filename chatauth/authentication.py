@@ -91,7 +91,7 @@ class JWTAuthentication(authentication.BaseAuthentication):
             return None  # not ours: the next authentication class may take it
         raw = bearer_token(header)
         if raw is None:
-            raise InvalidToken("Malformed Authorization header.")
+            raise InvalidToken(code="malformed_authorization")
         return raw
 
     def authenticate_header(self, request: Request) -> str:
@@ -116,7 +116,7 @@ class APIKeyAuthentication(authentication.BaseAuthentication):
             sender=APIKey, api_key=key, request=request, success=key is not None
         )
         if key is None:
-            raise InvalidCredentials("Invalid API key.", code="api_key_invalid")
+            raise InvalidCredentials(code="api_key_invalid")
         from chatauth import audit
 
         audit.set_actor(f"api_key:{key.name}")  # what this request does is the key's

@@ -52,6 +52,7 @@ class ThrottleMixin:
     (see :mod:`chatauth.throttling`).  Put it first among the bases."""
 
     def authenticate(self, request: HttpRequest | None, **credentials: Any) -> Any:
+        # A mixin: the next backend in the MRO has authenticate(), object not.
         check = super().authenticate  # type: ignore[misc]
         try:
             # What authenticate() does with each backend: one that cannot take
@@ -100,5 +101,8 @@ def _name(credentials: dict[str, Any]) -> str:
     return ""
 
 
-class ThrottledModelBackend(ThrottleMixin, ModelBackend):
+# ThrottleMixin takes the credentials as keywords only, as Django's
+# authenticate() passes them; ModelBackend's signature names username and
+# password, which may also be passed by position: mypy calls them incompatible.
+class ThrottledModelBackend(ThrottleMixin, ModelBackend):  # type: ignore[misc]
     """Django's ``ModelBackend``, every password check throttled."""

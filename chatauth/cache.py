@@ -33,16 +33,19 @@ class FileCache(FileBasedCache):
         self._lock = threading.Lock()
         self._pruned_at = time.monotonic()
 
+    # _cull, _list_cache_files and _is_expired are FileBasedCache's private
+    # methods, which django-stubs leaves out.
     def _cull(self) -> None:
         with self._lock:
             now = time.monotonic()
             if now - self._pruned_at < self.prune_interval:
                 return
             self._pruned_at = now
-        for name in self._list_cache_files():
+        for name in self._list_cache_files():  # type: ignore[attr-defined]
             try:
                 with open(name, "rb") as entry:
-                    self._is_expired(entry)  # deletes it if it has expired
+                    # deletes it if it has expired
+                    self._is_expired(entry)  # type: ignore[attr-defined]
             except (FileNotFoundError, EOFError, ValueError):
                 continue  # removed meanwhile, or half written by another process
-        super()._cull()
+        super()._cull()  # type: ignore[misc]

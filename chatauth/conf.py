@@ -108,6 +108,11 @@ DEFAULTS: dict[str, Any] = {
     # before the database is asked again.  With a local-memory cache (which
     # other processes cannot write to) at most ``HEARTBEAT_INTERVAL``.
     "DENYLIST_CACHE_TTL": timedelta(minutes=5),
+    # With Django's Redis cache: keep the revocation answers each check reads in
+    # the worker's memory too, dropped the moment Redis reports a write to them
+    # (client-side caching: ``CLIENT TRACKING``, Redis 6+), so a check needs no
+    # round trip.  Off, or when Redis refuses tracking, every check reads Redis.
+    "NEAR_CACHE": True,
     # How many tokens whose signature was checked are remembered in each process
     # (exact string, until it expires; revocation is still checked on every
     # use): a token presented again skips PyJWT.  0 turns it off.
@@ -177,7 +182,7 @@ DEFAULTS: dict[str, Any] = {
     "TRUSTED_PROXIES": [],
     # OAuth / OpenID Connect providers: provider id -> its configuration
     # (``{}`` reads the client id and secret from OAUTH_<ID>_CLIENT_ID and
-    # OAUTH_<ID>_CLIENT_SECRET, as Chainlit does).  See chatauth.oauth.
+    # OAUTH_<ID>_CLIENT_SECRET, as Chainlit does).  See chatauth.oauth.providers.
     "OAUTH_PROVIDERS": {},
     # Whether a first OAuth login may join an existing local account whose
     # email (or identifier) the provider verified as the user's: off, as in

@@ -6,7 +6,8 @@ from enum import IntEnum
 
 
 class CloseCode(IntEnum):
-    """WebSocket close codes from the contract (4000-4999 is the private range)."""
+    """WebSocket close codes from the contract (4000-4999 is the private range).
+    Which error code closes with which: :data:`chatauth.exceptions.ERRORS`."""
 
     # A normal end: the client closed, or ``chatauth_prune`` closed the row of a
     # session whose worker stopped reporting.
@@ -24,19 +25,6 @@ class CloseCode(IntEnum):
     # 3000-4999).
     SERVER_ERROR = 1011
     UNAVAILABLE = 4503  # 1011's meaning, from a server that cannot send 1011
-
-
-#: Error code (see :mod:`chatauth.exceptions`) -> close code.  A credential that
-#: was good and has been ended (logout, an admin action, the user deactivated or
-#: deleted) is 4410, "log in again"; a bad or expired one is 4401, "refresh".
-CLOSE_CODE_FOR = {
-    "token_not_valid": CloseCode.UNAUTHORIZED,
-    "token_expired": CloseCode.UNAUTHORIZED,
-    "not_authenticated": CloseCode.UNAUTHORIZED,
-    "user_inactive": CloseCode.REVOKED,
-    "user_not_found": CloseCode.REVOKED,
-    "token_revoked": CloseCode.REVOKED,
-}
 
 
 class TokenType:

@@ -112,7 +112,8 @@ def mint(
 def expires_in(token: CopilotToken) -> int:
     """Seconds ``token`` has left when minted, as the response says it
     (``exp`` is whole seconds, rounded down: the lifetime is a ceiling)."""
-    return max(0, math.ceil(token["exp"] - token.current_time.timestamp()))
+    exp: int = token["exp"]
+    return max(0, math.ceil(exp - token.current_time.timestamp()))
 
 
 def token_for_request(request: HttpRequest) -> str | None:
@@ -131,7 +132,7 @@ def token_for_request(request: HttpRequest) -> str | None:
     setattr(request, EMBEDS_TOKEN, True)
     session = getattr(request, "session", None)
     if session is not None:
-        current = session.get(SESSION_KEY)
+        current: str | None = session.get(SESSION_KEY)
         if _reusable(current, request, user):
             return current
     return str(mint(request, user))

@@ -124,6 +124,7 @@ async def web_login(request: HttpRequest, user: Any, method: str) -> None:
     from django.conf import settings as django_settings
     from django.contrib.auth import alogin
 
+    # (read by the login signal's audit receiver; not an HttpRequest attribute)
     request.chatauth_method = method  # type: ignore[attr-defined]
     await alogin(request, user, backend=django_settings.AUTHENTICATION_BACKENDS[0])
 
@@ -152,10 +153,10 @@ def refresh(request: HttpRequest | None, raw: str) -> TokenPair:
     # second use finds it denied: a reuse like any other.
     if not revocation.revoke_token(old, reason="rotated"):
         _reused(request, old)
-        raise InvalidToken("Token has been revoked.", code="token_revoked")
+        raise InvalidToken(code="token_revoked")
     user = get_user_model()._default_manager.filter(pk=old.user_pk).first()
     if user is None or not get_adapter().can_authenticate(user):
-        raise InvalidToken("User is inactive.", code="user_inactive")
+        raise InvalidToken(code="user_inactive")
     pair = issue_pair(user, family=old.family)
     signals.token_refreshed.send(
         sender=refresh,
@@ -223,6 +224,7 @@ def logout(
         # What django.contrib.auth.logout() does, minus its user_logged_out
         # signal: the one sent below carries the method and token id.
         session.flush()
+        # (request is not None here: a session to flush came from it)
         request.user = AnonymousUser()  # type: ignore[union-attr]
     if everywhere:
         revocation.revoke_user(user, reason="logout_everywhere")

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -166,7 +166,9 @@ def _audit(reason: str, **where: Any) -> None:
 class ForwardAuthApp:
     """ASGI: answer ``path`` here, pass everything else to ``app``."""
 
-    def __init__(self, app: Any, path: str) -> None:
+    def __init__(
+        self, app: Callable[[dict[str, Any], Any, Any], Awaitable[None]], path: str
+    ) -> None:
         self.app = app
         self.path = path
 

@@ -25,7 +25,7 @@ from django.db import close_old_connections
 
 from chatauth import revocation
 from chatauth.constants import CloseCode
-from chatauth.exceptions import TokenError
+from chatauth.exceptions import TokenError, close_code
 from chatauth.internal.cache import is_local as is_local_cache
 from chatauth.tokens import VerifiedToken
 
@@ -80,7 +80,7 @@ class SocketAuth:
     def ended_code(self, error: TokenError) -> int:
         """The close code of a credential that held at connect and no longer
         does."""
-        return revocation.close_code(error)
+        return close_code(error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +95,7 @@ class TokenAuth(SocketAuth):
         except revocation.NeedsDatabase:
             return UNDECIDED
         except TokenError as e:
-            return revocation.close_code(e)
+            return close_code(e)
         return None
 
     async def acheck(self) -> None:

@@ -45,12 +45,13 @@ from typing import Any
 from django.apps import apps
 from django.contrib.auth import SESSION_KEY, get_user_model
 from django.contrib.auth.signals import user_logged_out
+from django.db.models import Model
 from django.db.models.signals import post_delete, post_init, post_save, pre_delete
 from django.utils import timezone
 
 from chatauth import audit, hooks, revocation, signals, tokens, websessions
 from chatauth.conf import settings
-from chatauth.constants import CloseCode
+from chatauth.constants import CloseCode, user_group
 from chatauth.internal.calls import call
 from chatauth.internal.models import has_field
 from chatauth.models import APIKey, ChatSession, Profile
@@ -76,7 +77,7 @@ def _watched_attnames(model: Any) -> tuple[tuple[str, str], ...]:
     )
 
 
-def _watched(user: Any) -> dict[str, Any]:
+def _watched(user: Model) -> dict[str, Any]:
     # ``__dict__``, not ``getattr``: a deferred field must not cost a query.
     values = user.__dict__
     return {
@@ -119,7 +120,7 @@ def _user_saved(
             revocation.invalidate_user(
                 instance.pk, revocation.load_user_state(instance.pk)
             )
-            revocation.notify(revocation.user_group(instance.pk), reason="inactive")
+            revocation.notify(user_group(instance.pk), reason="inactive")
     elif "password" in changed:
         # (An unknown previous hash counts as a change: a deferred field
         # assigned.  Whatever this misses -- a constructor's save, an update()
@@ -137,7 +138,7 @@ def _user_deleting(sender: Any, instance: Any, **kwargs: Any) -> None:
 def _user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
     try:
         revocation.invalidate_user(instance.pk, revocation.GONE)
-        revocation.notify(revocation.user_group(instance.pk), reason="user_deleted")
+        revocation.notify(user_group(instance.pk), reason="user_deleted")
         identifier = getattr(instance, sender.USERNAME_FIELD, None)
         if identifier:
             _tombstone(str(identifier), reason="user_deleted")

@@ -74,7 +74,7 @@ class ProviderLogin(models.Model):
     and subject it came from, and the Django session it opened.
 
     The provider's back-channel logout names a ``sid`` or a ``sub``; these rows
-    say which Django sessions that is (:mod:`chatauth.oidc_logout`).  A row goes
+    say which Django sessions that is (:mod:`chatauth.oauth.backchannel`).  A row goes
     when its session is logged out, or (``chatauth_prune``) once its session no
     longer exists; it follows its session to a new key (``cycle_key()``).
     ``session_key`` is a credential and ``id_token`` (kept only for an
@@ -206,6 +206,9 @@ class APIKey(models.Model):
     )
 
     objects = APIKeyManager()
+    #: The secret of a key the admin has just created, for its response only
+    #: (chatauth.admin; never stored, and absent on every other instance).
+    _raw_key: str
 
     class Meta:
         verbose_name = _("API key")
@@ -240,7 +243,7 @@ class RevokedToken(models.Model):
     #: ``jti`` or, for a token without one, ``s-`` + its SHA-256; or the key of
     #: a credential tokens descend from (``f-`` login, ``d-`` Django session,
     #: ``k-`` API key, ``i-`` identifier); or ``j-`` a used logout token's
-    #: ``jti`` (hashed; see ``chatauth.oidc_logout``).
+    #: ``jti`` (hashed; see ``chatauth.oauth.backchannel``).
     key = models.CharField(max_length=80, unique=True)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,

@@ -42,14 +42,20 @@ from django.utils import timezone
 from chatauth import signals
 from chatauth.conf import settings
 from chatauth.constants import (
-    CLOSE_CODE_FOR,
     CloseCode,
     TokenType,
     token_group,
     user_group,
 )
 from chatauth.exceptions import TokenError, TokenRevoked
-from chatauth.internal.cache import aget_many, get_cache, is_local, is_process_memory
+from chatauth.exceptions import close_code as close_code_of
+from chatauth.internal.cache import (
+    aget_many,
+    forget_near,
+    get_cache,
+    is_local,
+    is_process_memory,
+)
 from chatauth.internal.models import has_field
 from chatauth.models import APIKey, Profile, RevokedToken
 
@@ -150,6 +156,7 @@ def _cache_set(
             _cache().add(key, value, max(1, int(ttl)))
         else:
             _cache().set(key, value, max(1, int(ttl)))
+        forget_near([key])
     except Exception:
         if only_if_absent:  # a check's answer: the next check asks again
             logger.warning("cache unavailable; %s not cached", key.rsplit(":", 2)[-2])
@@ -167,6 +174,7 @@ def _cache_set(
 def _cache_delete(key: str) -> None:
     try:
         _cache().delete(key)
+        forget_near([key])
     except Exception:
         logger.error("cache unavailable; could not drop a stale entry")
 
@@ -461,8 +469,8 @@ def verdicts(credentials: Sequence[VerifiedToken]) -> list[int | None]:
 
 
 def close_code(error: TokenError) -> int:
-    """The WebSocket close code of a refusal."""
-    return int(CLOSE_CODE_FOR.get(error.code, CloseCode.UNAUTHORIZED))
+    """The WebSocket close code of a refusal (:data:`chatauth.exceptions.ERRORS`)."""
+    return close_code_of(error)
 
 
 # --- Writing -----------------------------------------------------------------

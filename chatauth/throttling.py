@@ -124,7 +124,7 @@ def _reserve(username: str, ip: str | None) -> Reservation:
 def _take(key: str) -> int:
     """Take a slot of ``key``'s window: 0 if allowed, else the seconds left."""
     cache = get_cache()
-    window = settings.LOGIN_FAILURE_WINDOW.total_seconds()
+    window: float = settings.LOGIN_FAILURE_WINDOW.total_seconds()
     now = time.time()
     cache.add(f"{key}:t", now, int(window))
     cache.add(key, 0, int(window))
@@ -136,7 +136,7 @@ def _take(key: str) -> int:
         count = 1
     if count <= settings.LOGIN_FAILURE_LIMIT:
         return 0
-    started = cache.get(f"{key}:t") or now
+    started: float = cache.get(f"{key}:t") or now
     return max(math.ceil(started + window - now), 1)
 
 

@@ -1,5 +1,12 @@
 """The HTTP routes of chatauth (``docs/http-api.md``), mounted with
-``path("auth/", include("chatauth.urls"))``."""
+``path("auth/", include("chatauth.urls"))``.
+
+Logins, refresh, logout, ``auth/me``, ``auth/config`` and the caller's chat
+sessions are here; ``auth/copilot/token`` is :mod:`chatauth.copilot_token`'s and
+``auth/schema`` :mod:`chatauth.schema`'s (both views are named here too), the
+OAuth routes :mod:`chatauth.oauth`'s and ``auth/verify``
+:mod:`chatauth.forwardauth`'s.
+"""
 
 from __future__ import annotations
 
@@ -10,39 +17,31 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
-from django.contrib.auth import get_user_model
-from django.db import transaction
-from django.urls import include, path
 from django.utils import timezone
-from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiJsonRenderer2
-from drf_spectacular.views import SpectacularAPIView
-from rest_framework import exceptions, status
+from django.utils.translation import gettext
+from rest_framework import status
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from chatauth import audit, copilot, flows, hooks, signals
+from chatauth import flows, hooks, signals
 from chatauth.adapter import get_adapter
-from chatauth.authentication import APIKeyAuthentication, JWTAuthentication, TokenUser
+from chatauth.authentication import JWTAuthentication, TokenUser
 from chatauth.conf import settings
-from chatauth.constants import Method, TokenType
-from chatauth.exceptions import (
-    HookError,
-    InvalidCredentials,
-)
-from chatauth.identifiers import normalize
-from chatauth.internal.apiview import AsyncAPIView, ChatAuthAPIView
+from chatauth.constants import Method
+from chatauth.copilot_token import CopilotTokenView as CopilotTokenView
+from chatauth.exceptions import BadRequest as BadRequest
+from chatauth.exceptions import HookError, InvalidCredentials, NotFound
+from chatauth.internal.apiview import AsyncAPIView, ChatAuthAPIView, validated
 from chatauth.internal.http import is_trusted_proxy, peer_ip
-from chatauth.models import APIKey, AuditEvent, ChatSession
-from chatauth.oidc_logout import provider_logout_url
-from chatauth.schema import documented
+from chatauth.models import AuditEvent, ChatSession
+from chatauth.oauth.rp_logout import provider_logout_url
+from chatauth.schema import BODY_ERRORS, documented, error_responses
+from chatauth.schema import SchemaView as SchemaView
 from chatauth.serializers import (
     ChatSessionSerializer,
     ConfigSerializer,
-    CopilotRequestSerializer,
-    CopilotTokenSerializer,
-    DetailSerializer,
     LoginSerializer,
     LogoutResponseSerializer,
     LogoutSerializer,
@@ -50,35 +49,9 @@ from chatauth.serializers import (
     TokenPairSerializer,
     UserSerializer,
 )
-from chatauth.tokens import TokenPair, VerifiedToken
+from chatauth.tokens import TokenPair
 
 logger = logging.getLogger("chatauth.views")
-ERRORS = {
-    400: DetailSerializer,
-    401: DetailSerializer,
-    413: DetailSerializer,
-    429: DetailSerializer,
-}
-
-
-class BadRequest(exceptions.APIException):
-    status_code = status.HTTP_400_BAD_REQUEST
-    default_detail = "Invalid request."
-    default_code = "invalid"
-
-
-def validated(serializer_class: type, data: Any) -> dict[str, Any]:
-    """Validate ``data`` or raise a 400 whose body is ``{"detail": "field: why"}``."""
-    serializer = serializer_class(data=data)
-    if not serializer.is_valid():
-        field, messages = next(iter(serializer.errors.items()))
-        message = messages[0] if isinstance(messages, list) else messages
-        if isinstance(message, dict):  # nested: take the first leaf
-            message = next(iter(message.values()))
-            message = message[0] if isinstance(message, list) else message
-        prefix = "" if field == "non_field_errors" else f"{field}: "
-        raise BadRequest(f"{prefix}{message}")
-    return serializer.validated_data
 
 
 def set_auth_cookie(response: Response, access: str) -> None:
@@ -127,7 +100,10 @@ class LoginView(AsyncAPIView):
 
     @documented(
         request=LoginSerializer,
-        responses={200: TokenPairSerializer, **ERRORS},
+        responses={
+            200: TokenPairSerializer,
+            **error_responses(*BODY_ERRORS, "invalid_credentials", "throttled"),
+        },
         summary="Log in with username and password",
     )
     async def post(self, request: Request) -> Response:
@@ -147,14 +123,22 @@ class HeaderLoginView(AsyncAPIView):
 
     @documented(
         request=None,
-        responses={200: TokenPairSerializer, **ERRORS},
+        responses={
+            200: TokenPairSerializer,
+            **error_responses(
+                *BODY_ERRORS,
+                "header_login_disabled",
+                "invalid_credentials",
+                "throttled",
+            ),
+        },
         summary="Log in with trusted proxy headers",
     )
     async def post(self, request: Request) -> Response:
         django_request = request._request
         callback = hooks.get_hook("header_auth_callback")
         if callback is None:
-            raise InvalidCredentials("Header login is not enabled.", code="disabled")
+            raise InvalidCredentials(code="header_login_disabled")
         # The peer itself, not the client behind it: only a trusted proxy may
         # assert who the user is.
         if not is_trusted_proxy(peer_ip(django_request)):
@@ -199,7 +183,12 @@ class TokenRefreshView(ChatAuthAPIView):
 
     @documented(
         request=RefreshSerializer,
-        responses={200: TokenPairSerializer, **ERRORS},
+        responses={
+            200: TokenPairSerializer,
+            **error_responses(
+                *BODY_ERRORS, "token_not_valid", "token_revoked", "throttled"
+            ),
+        },
         summary="Rotate a refresh token",
     )
     def post(self, request: Request) -> Response:
@@ -216,7 +205,12 @@ class MeView(AsyncAPIView):
     authentication_classes = [JWTAuthentication]
     permission_classes = [IsAuthenticated]
 
-    @documented(responses={200: UserSerializer, 401: DetailSerializer})
+    @documented(
+        responses={
+            200: UserSerializer,
+            **error_responses("token_not_valid", "token_expired", "token_revoked"),
+        }
+    )
     async def get(self, request: Request) -> Response:
         return Response(request.auth.user_dict())
 
@@ -232,7 +226,7 @@ class LogoutView(ChatAuthAPIView):
         # 400/413: a malformed or oversized body (found by schemathesis).
         responses={
             200: LogoutResponseSerializer,
-            **{code: DetailSerializer for code in (400, 401, 413)},
+            **error_responses(*BODY_ERRORS, "not_authenticated", "token_not_valid"),
         },
         summary="Log out (this token, or everywhere)",
     )
@@ -240,7 +234,7 @@ class LogoutView(ChatAuthAPIView):
         data = validated(LogoutSerializer, self.body(request))
         verified = request.auth if isinstance(request.user, TokenUser) else None
         user = request.user.get_user() if verified is not None else request.user
-        body = {"detail": "Logged out."}
+        body = {"detail": gettext("Logged out.")}
         if verified is None:
             # A login through an OpenID provider with RP-initiated logout on:
             # where the front end sends the browser to end the provider's
@@ -265,119 +259,6 @@ class LogoutView(ChatAuthAPIView):
         return response
 
 
-class CopilotTokenView(ChatAuthAPIView):
-    """Mint a copilot token: for the session's user; for the user of a bearer
-    access token (tied to that login: logging out of it ends the copilot token
-    too); or, with an API key, for any ``{identifier, display_name?,
-    metadata?}`` (created or updated)."""
-
-    authentication_classes = [
-        APIKeyAuthentication,
-        JWTAuthentication,
-        SessionAuthentication,
-    ]
-
-    @documented(
-        request=CopilotRequestSerializer,
-        responses={200: CopilotTokenSerializer, 403: DetailSerializer, **ERRORS},
-        summary="Mint a copilot access token",
-    )
-    def post(self, request: Request) -> Response:
-        adapter = get_adapter()
-        api_key = request.auth if isinstance(request.auth, APIKey) else None
-        bearer = request.auth if isinstance(request.auth, VerifiedToken) else None
-        if api_key is not None:
-            body = self.body(request)
-            data = validated(CopilotRequestSerializer, body)
-            existing = self._in_scope(api_key, data["identifier"], adapter, request)
-        elif bearer is not None:
-            if bearer.token_type != TokenType.ACCESS or bearer.family is None:
-                # A copilot token minting the next one would never expire.
-                raise exceptions.PermissionDenied(
-                    "A copilot token is minted with an access token, a signed-in "
-                    "session or an API key."
-                )
-        elif not (
-            request.user
-            and request.user.is_authenticated
-            and copilot.session_is_current(request._request)
-        ):
-            raise exceptions.NotAuthenticated()
-        with transaction.atomic():  # user, profile, token, audit: one commit
-            if bearer is not None:
-                user = get_user_model().objects.filter(pk=bearer.user_pk).first()
-                if user is None:
-                    raise exceptions.NotAuthenticated()
-            elif api_key is None:
-                user = request.user
-            elif existing is None:  # the key's new user, in the key's group
-                user = self._create(api_key, data, adapter)
-            else:
-                user = existing
-                if api_key.may_update_profiles and (
-                    {"display_name", "metadata"} & set(body)
-                ):
-                    adapter.save_profile(user, self._chat_user(data))
-            if not adapter.can_authenticate(user):
-                raise InvalidCredentials("User is inactive.", code="user_inactive")
-            # Tied to what minted it: the session (ends with it) or the API key.
-            token = copilot.mint(
-                request._request,
-                user,
-                api_key=api_key,
-                family=None if bearer is None else bearer.family,
-            )
-            claims = adapter.user_claims(user)
-        return Response(
-            {
-                "access_token": str(token),
-                "token_type": "bearer",
-                "expires_in": copilot.expires_in(token),
-                "user": claims,
-            }
-        )
-
-    @staticmethod
-    def _chat_user(data: dict[str, Any]) -> hooks.User:
-        return hooks.User(
-            data["identifier"], data.get("display_name"), data.get("metadata") or {}
-        )
-
-    @staticmethod
-    def _in_scope(
-        api_key: APIKey, identifier: str, adapter: Any, request: Request
-    ) -> Any:
-        """The existing user ``identifier`` names (None: nobody yet), if the
-        key may mint for them; else a 403, audited."""
-        try:
-            identifier = normalize(identifier)
-            existing = adapter.find_user(identifier)
-        except HookError as e:
-            raise BadRequest(e.detail) from e
-        if not api_key.may_mint_for(identifier, existing):
-            audit.record(
-                AuditEvent.Event.API_KEY_REFUSED,
-                identifier=identifier,
-                method=Method.API_KEY,
-                success=False,
-                reason="scope",
-                request=request,
-            )
-            raise exceptions.PermissionDenied(
-                "This API key may not mint tokens for this identity."
-            )
-        return existing
-
-    def _create(self, api_key: APIKey, data: dict[str, Any], adapter: Any) -> Any:
-        try:
-            user = adapter.get_or_create_user(self._chat_user(data))
-        except HookError as e:
-            raise BadRequest(e.detail) from e
-        if api_key.group_id is not None:
-            user.groups.add(api_key.group_id)
-        return user
-
-
 class SessionListView(ChatAuthAPIView):
     """The caller's open chat sessions."""
 
@@ -385,7 +266,10 @@ class SessionListView(ChatAuthAPIView):
     permission_classes = [IsAuthenticated]
 
     @documented(
-        responses={200: ChatSessionSerializer(many=True), 401: DetailSerializer}
+        responses={
+            200: ChatSessionSerializer(many=True),
+            **error_responses("not_authenticated"),
+        }
     )
     def get(self, request: Request) -> Response:
         current = request.auth.key if isinstance(request.user, TokenUser) else None
@@ -420,7 +304,12 @@ class SessionDetailView(ChatAuthAPIView):
     authentication_classes = [JWTAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated]
 
-    @documented(responses={204: None, 401: DetailSerializer, 404: DetailSerializer})
+    @documented(
+        responses={
+            204: None,
+            **error_responses("not_authenticated", "session_not_found"),
+        }
+    )
     def delete(self, request: Request, session_id: Any) -> Response:
         from chatauth.chatsessions import close_session
 
@@ -429,34 +318,11 @@ class SessionDetailView(ChatAuthAPIView):
             # the HTML one the <uuid:> converter would give).
             session_id = uuid.UUID(str(session_id))
         except ValueError:
-            raise exceptions.NotFound("No such open session.") from None
+            raise NotFound(code="session_not_found") from None
         row = ChatSession.objects.filter(
             pk=session_id, user_id=request.user.pk, closed_at__isnull=True
         ).first()
         if row is None:
-            raise exceptions.NotFound("No such open session.")
+            raise NotFound(code="session_not_found")
         close_session(row, reason="revoked")
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-class SchemaView(SpectacularAPIView):
-    """The OpenAPI 3 schema, as JSON: of the project's whole API when the
-    project describes its views with drf-spectacular (its
-    ``DEFAULT_SCHEMA_CLASS``), else of chatauth's routes alone (DRF's own
-    schema class cannot describe a view to drf-spectacular)."""
-
-    authentication_classes: list[type] = []
-    permission_classes = [AllowAny]
-    schema = None  # not a route of the API it describes
-    # The OpenAPI media type, and plain JSON for clients that ask for that.
-    renderer_classes = [OpenApiJsonRenderer, OpenApiJsonRenderer2]
-
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        from drf_spectacular.openapi import AutoSchema
-        from rest_framework.settings import api_settings
-
-        if not issubclass(api_settings.DEFAULT_SCHEMA_CLASS, AutoSchema):
-            # Where chatauth's URLs are mounted: this route's, less its own part.
-            mounted = request.resolver_match.route.removesuffix("schema")
-            self.patterns = [path(mounted, include("chatauth.urls"))]
-        return super().get(request, *args, **kwargs)

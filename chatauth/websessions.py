@@ -53,7 +53,8 @@ SESSION_LOGIN = "_chatauth_provider_login"
 def store(session_key: str | None = None) -> SessionBase:
     """A ``SessionStore`` of the configured engine."""
     engine = import_module(django_settings.SESSION_ENGINE)
-    return engine.SessionStore(session_key)
+    session: SessionBase = engine.SessionStore(session_key)
+    return session
 
 
 def auth_time(session: Any) -> float:
@@ -88,7 +89,9 @@ def end_if_revoked(request: Any) -> bool:
     from django.contrib.auth.models import AnonymousUser
 
     session = getattr(request, "session", None)
-    user_pk = session.get(SESSION_KEY) if session is not None else None
+    if session is None:
+        return False
+    user_pk = session.get(SESSION_KEY)
     if user_pk is None:
         return False
     try:
@@ -111,12 +114,13 @@ def identity(session_key: str) -> VerifiedToken:
     from chatauth.adapter import get_adapter
 
     if len(session_key) > MAX_SESSION_KEY:
-        raise TokenError("Not logged in.", code="not_authenticated")
+        raise TokenError(code="not_authenticated")
     session = store(session_key)
-    user = get_user(SimpleNamespace(session=session))
+    # get_user() reads nothing of the request but its session.
+    user = get_user(SimpleNamespace(session=session))  # type: ignore[arg-type]
     adapter = get_adapter()
     if not user.is_authenticated or not adapter.can_authenticate(user):
-        raise TokenError("Not logged in.", code="not_authenticated")
+        raise TokenError(code="not_authenticated")
     claims = adapter.user_claims(user)
     claims["user_id"] = str(user.pk)
     key = session.session_key or session_key
@@ -161,7 +165,8 @@ def still_valid(credentials: Sequence[VerifiedToken]) -> list[bool]:
         data = sessions.get(key)
         user = users.get(str(data.get(SESSION_KEY))) if data else None
         results.append(
-            user is not None
+            data is not None  # (it is whenever user is not None)
+            and user is not None
             and str(user.pk) == str(verified.user_pk)
             and _hash_matches(data, user)
         )
@@ -212,7 +217,7 @@ def end(
     """End what chatauth derived from Django session ``session_key``: its
     copilot tokens are refused and the sockets opened with its cookie close,
     on every worker; so does, with ``forget_login``, the record of the
-    provider login that made it (:mod:`chatauth.oidc_logout`).  (Deleting the
+    provider login that made it (:mod:`chatauth.oauth.rp_logout`).  (Deleting the
     session itself is Django's ``flush()``.)
 
     Not ``forget_login`` when the key may just have changed (a session row

@@ -158,7 +158,7 @@ async def test_a_burst_shares_a_bounded_pool(on_redis):
         *(chatauth_cache.aget_many(["k"]) for _ in range(200))
     )
     assert results == [{"k": 7}] * 200
-    reads, _ = chatauth_cache._async_reader(chatauth_cache.get_cache())
+    reads, _, _ = chatauth_cache._async_reader(chatauth_cache.get_cache())
     pool = reads.client.connection_pool
     opened = len(pool._available_connections) + len(pool._in_use_connections)
     assert 0 < opened <= chatauth_cache.ASYNC_MAX_CONNECTIONS
@@ -185,7 +185,7 @@ def mget_calls(on_redis):
     on the way: Redis's own statistics would count other clients' too)."""
 
     async def reads():
-        reads, _ = chatauth_cache._async_reader(chatauth_cache.get_cache())
+        reads, _, _ = chatauth_cache._async_reader(chatauth_cache.get_cache())
         return reads
 
     calls = []
@@ -252,7 +252,7 @@ async def test_a_cancelled_command_leaves_nobody_waiting(on_redis):
     on_redis.set("k", 7)
     readers = [asyncio.ensure_future(chatauth_cache.aget_many(["k"])) for _ in range(5)]
     await asyncio.sleep(0)  # the first command is in flight, four wait
-    reads, _ = chatauth_cache._async_reader(chatauth_cache.get_cache())
+    reads, _, _ = chatauth_cache._async_reader(chatauth_cache.get_cache())
     for runner in list(reads.runners):
         runner.cancel()
     done = await asyncio.wait_for(

@@ -16,9 +16,11 @@ from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import Client
 
 import chatauth
 from chatauth.adapter import DefaultAdapter
+from chatauth.exceptions import HookError
 from chatauth.models import AuditEvent, OAuthAccount, Profile
 from tests.oidc.provider import Browser, start_provider
 
@@ -380,6 +382,47 @@ def test_inactive_user_is_refused_and_nothing_is_linked(client, configure, make_
     refused(oauth_login(client, "carol"), "user_inactive")
     assert not logged_in(client)
     assert not OAuthAccount.objects.exists()
+
+
+class NoRawDataAdapter(DefaultAdapter):
+    """A project's adapter that keeps none of what the provider said."""
+
+    def oauth_account_fields(self, identity):
+        return {**super().oauth_account_fields(identity), "extra_data": {}}
+
+
+class InviteOnlyAdapter(DefaultAdapter):
+    """A project's adapter with no sign-up through OAuth: only identities
+    linked already log in."""
+
+    def create_oauth_user(self, identity, chat_user):
+        raise HookError("sign-up is by invitation")
+
+
+def test_a_project_adapter_decides_what_the_link_keeps(client, configure):
+    assert oauth_login(client, "dave")["Location"] == FRONTEND
+    account = OAuthAccount.objects.get(subject="dave")
+    assert account.extra_data["sub"] == "dave"  # by default, what it said
+    configure(ADAPTER="tests.test_oauth.NoRawDataAdapter")
+    # The link of a later login is updated, a new one created, through it.
+    assert oauth_login(Client(), "dave")["Location"] == FRONTEND
+    assert oauth_login(Client(), "erin")["Location"] == FRONTEND
+    for account in OAuthAccount.objects.all():
+        assert account.extra_data == {}
+        assert account.email == f"{account.subject}@example.test"
+        assert account.email_verified
+
+
+def test_a_project_adapter_can_refuse_new_users(client, configure):
+    assert oauth_login(client, "dave")["Location"] == FRONTEND
+    configure(ADAPTER="tests.test_oauth.InviteOnlyAdapter")
+    refused(oauth_login(Client(), "erin"), "invalid_user")
+    assert not get_user_model().objects.filter(username="erin@example.test").exists()
+    assert not OAuthAccount.objects.filter(subject="erin").exists()
+    # An identity linked already still logs in.
+    again = Client()
+    assert oauth_login(again, "dave")["Location"] == FRONTEND
+    assert logged_in(again)
 
 
 # --- state, ID token, provider failures --------------------------------------------

@@ -28,7 +28,8 @@ from django.urls import include, path
 
 import chatauth
 from chatauth.models import AuditEvent, ProviderLogin, RevokedToken
-from chatauth.oidc_logout import BACKCHANNEL_EVENT, unseal
+from chatauth.oauth.logout_tokens import BACKCHANNEL_EVENT
+from chatauth.oauth.rp_logout import unseal
 from tests.conftest import bearer
 from tests.oidc.provider import Browser, start_provider
 
@@ -479,7 +480,7 @@ def test_unknown_key_ids_read_the_jwks_again_at_most_once_a_minute(
     """Key rotation: a token naming a key id not in the JWKS makes chatauth read
     the JWKS again -- but a stream of made-up key ids must not become a stream
     of requests to the provider."""
-    from chatauth.oauth import OAuthApp, _apps
+    from chatauth.oauth.providers import OAuthApp, _apps
 
     forced = []
     fetch = OAuthApp.fetch_jwk_set
@@ -637,10 +638,10 @@ def _logout_query(login: Login) -> dict:
 
 
 def test_an_id_token_too_long_for_a_url_is_not_kept(configure, people, monkeypatch):
-    from chatauth import oidc_logout
+    from chatauth.oauth import rp_logout
 
     configure(rp_initiated_logout=True)
-    monkeypatch.setattr(oidc_logout, "MAX_ID_TOKEN_LENGTH", 100)
+    monkeypatch.setattr(rp_logout, "MAX_ID_TOKEN_LENGTH", 100)
     alice = people()
     assert alice.row.id_token == ""
     query = _logout_query(alice)
@@ -651,7 +652,7 @@ def test_logout_never_asks_the_provider(configure, people, monkeypatch):
     """The provider logout URL comes from what is known already: the discovery
     document this process read, else the endpoint the login recorded; never a
     request to the provider during logout."""
-    from chatauth.oauth import OAuthApp, _apps
+    from chatauth.oauth.providers import OAuthApp, _apps
 
     configure(rp_initiated_logout=True)
     first, second = people(), people()
@@ -765,7 +766,7 @@ def test_a_login_that_cannot_be_recorded_is_undone(configure, oidc):
 def test_header_checks_need_no_provider(configure, oidc, client, monkeypatch):
     """A token refused for its header is refused without reading anything of
     the provider (no request to make for garbage)."""
-    from chatauth.oauth import OAuthApp
+    from chatauth.oauth.providers import OAuthApp
 
     async def unreachable(self):
         raise AssertionError("asked the provider")

@@ -21,6 +21,7 @@ from tests.conftest import PASSWORD, require_service
 from tests.servers import (
     create_users,
     fresh_postgres,
+    manage,
     migrate,
     server_env,
     start_server,
@@ -216,3 +217,54 @@ async def test_a_session_is_durable_before_it_is_announced_on_one_worker(
     name = f"ryw-{uuid.uuid4().hex[:6]}"
     create_users(demo_server.env, (name, PASSWORD))
     assert await read_your_writes(demo_server, demo_server, name) == 0
+
+
+async def test_forward_auth_on_b_refuses_at_once_what_a_revoked(two_servers):
+    """Each worker keeps the revocation answers it read from Redis (the near
+    cache); a logout on A must still be refused by B's very next check, and a
+    deactivation by another process (a management command) too."""
+    a, b = two_servers
+    name = f"near-{uuid.uuid4().hex[:6]}"
+    create_users(a.env, (name, PASSWORD))
+    credentials = {"username": name, "password": PASSWORD}
+    missed = 0
+    async with httpx.AsyncClient(timeout=10) as http:
+        for _ in range(100):
+            response = await http.post(f"{a.url}/auth/login", json=credentials)
+            assert response.status_code == 200, response.text
+            pair = response.json()
+            bearer = {"Authorization": f"Bearer {pair['access_token']}"}
+            for _ in range(3):  # the later ones answered from B's memory
+                assert (
+                    await http.get(f"{b.url}/auth/verify", headers=bearer)
+                ).status_code == 200
+            logout = await http.post(
+                f"{a.url}/auth/logout",
+                headers=bearer,
+                json={"refresh_token": pair["refresh_token"]},
+            )
+            assert logout.status_code in (200, 204), logout.text
+            if (
+                await http.get(f"{b.url}/auth/verify", headers=bearer)
+            ).status_code != 401:
+                missed += 1
+        assert missed == 0
+        response = await http.post(f"{a.url}/auth/login", json=credentials)
+        bearer = {"Authorization": f"Bearer {response.json()['access_token']}"}
+        for server in (a, b):
+            assert (
+                await http.get(f"{server.url}/auth/verify", headers=bearer)
+            ).status_code == 200
+        await asyncio.to_thread(
+            manage,
+            a.env,
+            "shell",
+            "-c",
+            "from django.contrib.auth import get_user_model as m; "
+            f"u = m().objects.get(username={name!r}); "
+            "u.is_active = False; u.save()",
+        )
+        for server in (b, a):
+            assert (
+                await http.get(f"{server.url}/auth/verify", headers=bearer)
+            ).status_code == 401

@@ -51,6 +51,8 @@ if os.environ.get("BENCH_CACHE") == "locmem" and not REDIS_URL:
             "OPTIONS": {"MAX_ENTRIES": 1_000_000},
         }
     }
+if os.environ.get("BENCH_NEAR_CACHE") == "0":
+    CHATAUTH["NEAR_CACHE"] = False
 if os.environ.get("BENCH_CHANNEL_LAYER") == "memory":
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 

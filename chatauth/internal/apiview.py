@@ -10,7 +10,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 from django.http import HttpRequest
 from drf_spectacular.openapi import AutoSchema
-from rest_framework import exceptions
+from rest_framework.exceptions import APIException
 from rest_framework.metadata import SimpleMetadata
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
@@ -20,7 +20,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chatauth.conf import settings
-from chatauth.exceptions import PayloadTooLarge, ServiceUnavailable
+from chatauth.exceptions import (
+    BadRequest,
+    ParseError,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
 
 logger = logging.getLogger("chatauth.views")
 
@@ -30,7 +35,7 @@ class Metadata(SimpleMetadata):
     (DRF's default shows it: implementation notes are not for every client)."""
 
     def determine_metadata(self, request: Request, view: APIView) -> dict[str, Any]:
-        metadata = super().determine_metadata(request, view)
+        metadata: dict[str, Any] = super().determine_metadata(request, view)
         metadata.pop("description", None)
         return metadata
 
@@ -53,7 +58,7 @@ class ChatAuthAPIView(APIView):
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
-            raise exceptions.ParseError("Invalid Content-Length.") from None
+            raise ParseError(code="invalid_content_length") from None
         if length > settings.MAX_BODY_BYTES:
             raise PayloadTooLarge()
         super().initial(request, *args, **kwargs)
@@ -64,8 +69,8 @@ class ChatAuthAPIView(APIView):
         return super().get_authenticate_header(request) or 'Bearer realm="api"'
 
     def finalize_response(
-        self, request: Request, response: Any, *args: Any, **kwargs: Any
-    ) -> Any:
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
         response = super().finalize_response(request, response, *args, **kwargs)
         # Tokens, identities, login answers: never kept by a browser or a shared
         # cache (RFC 9111 §5.2.2.5; OAuth 2.0 token responses, RFC 6749 §5.1).
@@ -76,9 +81,9 @@ class ChatAuthAPIView(APIView):
         if isinstance(exc, RequestDataTooBig):
             exc = PayloadTooLarge()
         elif isinstance(exc, UnicodeDecodeError):
-            exc = exceptions.ParseError("Request body is not valid UTF-8.")
+            exc = ParseError(code="invalid_encoding")
         elif isinstance(exc, RecursionError):  # json.loads of "[[[[..." (DRF: 500)
-            exc = exceptions.ParseError("Request body is nested too deeply.")
+            exc = ParseError(code="nested_too_deeply")
         elif isinstance(exc, DatabaseError):
             logger.exception("database error in %s", type(self).__name__)
             exc = ServiceUnavailable()
@@ -90,8 +95,23 @@ class ChatAuthAPIView(APIView):
         if hasattr(data, "dict"):
             data = data.dict()
         if not isinstance(data, dict):
-            raise exceptions.ParseError("Expected a JSON object.")
+            raise ParseError(code="not_an_object")
         return data
+
+
+def validated(serializer_class: type, data: Any) -> dict[str, Any]:
+    """Validate ``data`` or raise a 400 whose body is ``{"detail": "field: why"}``."""
+    serializer = serializer_class(data=data)
+    if not serializer.is_valid():
+        field, messages = next(iter(serializer.errors.items()))
+        message = messages[0] if isinstance(messages, list) else messages
+        if isinstance(message, dict):  # nested: take the first leaf
+            message = next(iter(message.values()))
+            message = message[0] if isinstance(message, list) else message
+        prefix = "" if field == "non_field_errors" else f"{field}: "
+        raise BadRequest(f"{prefix}{message}")
+    result: dict[str, Any] = serializer.validated_data
+    return result
 
 
 class AsyncAPIView(ChatAuthAPIView):
@@ -104,7 +124,11 @@ class AsyncAPIView(ChatAuthAPIView):
     (Django's ``View.view_is_async`` then marks the view as a coroutine).
     """
 
-    async def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+    # A coroutine where APIView.dispatch returns a response: Django's View.as_view
+    # awaits it, the handlers being async (view_is_async).
+    async def dispatch(  # type: ignore[override]
+        self, request: HttpRequest, *args: Any, **kwargs: Any
+    ) -> Response:
         self.args, self.kwargs = args, kwargs
         request = self.initialize_request(request, *args, **kwargs)
         self.request = request
@@ -112,7 +136,7 @@ class AsyncAPIView(ChatAuthAPIView):
         try:
             await self._aauthenticate(request)
             self.initial(request, *args, **kwargs)
-            name = request.method.lower()
+            name = (request.method or "").lower()
             if name in self.http_method_names and hasattr(self, name):
                 handler = getattr(self, name)
             else:
@@ -128,21 +152,23 @@ class AsyncAPIView(ChatAuthAPIView):
     async def _aauthenticate(self, request: Request) -> None:
         from asgiref.sync import sync_to_async
 
-        for authenticator in request.authenticators:
+        # DRF's Request._authenticate, awaited; what it calls on the request is
+        # DRF's private API, which its stubs leave out.
+        for authenticator in request.authenticators or ():
             aauthenticate = _async_authenticate(authenticator)
             try:
                 if aauthenticate is not None:
                     result = await aauthenticate(request)
                 else:
                     result = await sync_to_async(authenticator.authenticate)(request)
-            except exceptions.APIException:
-                request._not_authenticated()
+            except APIException:
+                request._not_authenticated()  # type: ignore[attr-defined]
                 raise
             if result is not None:
-                request._authenticator = authenticator
+                request._authenticator = authenticator  # type: ignore[attr-defined]
                 request.user, request.auth = result
                 return
-        request._not_authenticated()
+        request._not_authenticated()  # type: ignore[attr-defined]
 
 
 def _async_authenticate(authenticator: Any) -> Any:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from django.db import connections, router
 from django.db.models import (
@@ -45,7 +45,7 @@ _AUTO = (AutoField, BigAutoField, SmallAutoField)
 _MISSING = object()
 
 
-def _fields(model: type[Model]) -> tuple[Field, ...]:
+def _fields(model: type[Model]) -> tuple[Field[Any, Any], ...]:
     return tuple(
         f
         for f in model._meta.concrete_fields
@@ -53,7 +53,7 @@ def _fields(model: type[Model]) -> tuple[Field, ...]:
     )
 
 
-def _passes_as(field: Field) -> type | None:
+def _passes_as(field: Field[Any, Any]) -> type | None:
     """The Python type whose values ``field`` stores unchanged, if any."""
     target = field.target_field if isinstance(field, ForeignKey) else field
     # Exact classes only: a subclass may prepare values its own way.
@@ -71,7 +71,7 @@ def _passes_as(field: Field) -> type | None:
 @functools.lru_cache(maxsize=32)
 def _plan(
     model: type[Model], alias: str
-) -> tuple[tuple[Field, ...], tuple[Callable[[Any], Any], ...]]:
+) -> tuple[tuple[Field[Any, Any], ...], tuple[Callable[[Any], Any], ...]]:
     """The fields of an INSERT and, per field, how to prepare a value."""
     connection = connections[alias]
     fields = _fields(model)
@@ -105,7 +105,8 @@ def _statement(model: type[Model], alias: str, rows: int) -> str:
     # (hence the S608/B608 "SQL built from strings" findings are false alarms).
     return "INSERT INTO {} ({}) VALUES {}".format(  # noqa: S608  # nosec B608
         quote(model._meta.db_table),
-        ", ".join(quote(f.column) for f in fields),
+        # (a concrete field always has a column: None is for those without one)
+        ", ".join(quote(cast(str, f.column)) for f in fields),
         ", ".join([row] * rows),
     )
 

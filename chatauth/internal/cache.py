@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
 
 from chatauth.conf import on_reload
+from chatauth.internal.nearcache import KINDS as NEAR_KINDS
+from chatauth.internal.nearcache import NearCache
 
 if TYPE_CHECKING:
+    import redis
+    import redis.asyncio
     from django.core.cache.backends.base import BaseCache
+    from django.core.cache.backends.redis import RedisCache, RedisSerializer
 
 _lock = threading.Lock()
 #: (alias, cache, whether it lives in this process's memory), made once per
@@ -120,40 +126,69 @@ _ASYNC_SAFE_OPTIONS = frozenset(
     }
 )
 _async_lock = threading.Lock()
-#: loop -> (cache, reads, serializer): ``reads`` groups the loop's reads on its
-#: own redis.asyncio client (:class:`MgetBatch`).  A plain dict, pruned of
-#: closed loops: a client's connections refer to their loop, so weak keys would
-#: never die.
-_async_clients: dict[asyncio.AbstractEventLoop, tuple[Any, Any, Any]] = {}
+#: loop -> (cache, reads, serializer, near cache): ``reads`` groups the loop's
+#: reads on its own redis.asyncio client (:class:`MgetBatch`); the near cache
+#: (:mod:`chatauth.internal.nearcache`) answers repeated ones without Redis.
+#: A plain dict, pruned of closed loops: a client's connections refer to their
+#: loop, so weak keys would never die.
+_async_clients: dict[
+    asyncio.AbstractEventLoop,
+    tuple[BaseCache, MgetBatch | None, RedisSerializer | None, NearCache | None],
+] = {}
 
 
-def _async_reader(cache: BaseCache) -> tuple[MgetBatch, Any] | None:
-    """``(reads, serializer)`` for ``cache`` on the running loop, or None when
-    ``cache`` has no async read here."""
+def _async_reader(
+    cache: BaseCache,
+) -> tuple[MgetBatch, RedisSerializer, NearCache | None] | None:
+    """``(reads, serializer, near cache)`` for ``cache`` on the running loop,
+    or None when ``cache`` has no async read here."""
     loop = asyncio.get_running_loop()
     entry = _async_clients.get(loop)
     if entry is None or entry[0] is not cache:
+        if entry is not None and entry[3] is not None:
+            entry[3].close()
         client, serializer = _make_async_reader(cache) or (None, None)
         reads = None if client is None else MgetBatch(client)
-        entry = (cache, reads, serializer)
+        near = None if client is None else _make_near_cache(loop, cache)
+        entry = (cache, reads, serializer, near)
         with _async_lock:
             for old in [old for old in _async_clients if old.is_closed()]:
-                del _async_clients[old]  # its sockets close when collected
+                # Its sockets close when collected; the near cache's now.
+                old_near = _async_clients[old][3]
+                if old_near is not None:
+                    old_near.close()
+                del _async_clients[old]
             _async_clients[loop] = entry
-    return None if entry[1] is None else (entry[1], entry[2])
+    _, reads, serializer, near = entry
+    if reads is None or serializer is None:
+        return None
+    return reads, serializer, near
 
 
-def _make_async_reader(cache: BaseCache) -> tuple[Any, Any] | None:
+class _RedisClientState(Protocol):
+    """What :func:`_make_async_reader` reads of Django's ``RedisCacheClient``:
+    private attributes, which django-stubs leaves out."""
+
+    _pool_class: type[redis.ConnectionPool]
+    _pool_options: dict[str, Any]
+    _servers: list[str]
+    _serializer: RedisSerializer
+
+
+def _make_async_reader(
+    cache: BaseCache,
+) -> tuple[redis.asyncio.Redis, RedisSerializer] | None:
     import redis
     import redis.asyncio
     from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 
     if type(cache) is not RedisCache:
         return None
-    sync_client = cache._cache
+    if type(cache._cache) is not RedisCacheClient:
+        return None
+    sync_client = cast("_RedisClientState", cache._cache)
     if (
-        type(sync_client) is not RedisCacheClient
-        or sync_client._pool_class is not redis.ConnectionPool
+        sync_client._pool_class is not redis.ConnectionPool
         or not set(sync_client._pool_options) <= _ASYNC_SAFE_OPTIONS
     ):
         return None
@@ -172,6 +207,69 @@ def _make_async_reader(cache: BaseCache) -> tuple[Any, Any] | None:
     return redis.asyncio.Redis(connection_pool=pool), sync_client._serializer
 
 
+def _make_near_cache(
+    loop: asyncio.AbstractEventLoop, cache: BaseCache
+) -> NearCache | None:
+    """A :class:`~chatauth.internal.nearcache.NearCache` for the revocation
+    keys of ``cache`` (a plain TCP Redis: no TLS, no Unix socket), or None."""
+    from redis.connection import parse_url
+
+    from chatauth.conf import settings
+
+    if not settings.NEAR_CACHE:
+        return None
+    # Made only for the RedisCache that _make_async_reader took.
+    sync_client = cast("_RedisClientState", cast("RedisCache", cache)._cache)
+    options = sync_client._pool_options
+    try:
+        url: dict[str, Any] = parse_url(sync_client._servers[0])
+    except ValueError:
+        return None
+    if (
+        "path" in url
+        or "connection_class" in url
+        or any(name.startswith("ssl") for name in options)
+    ):
+        return None
+    return NearCache(
+        loop,
+        (url.get("host") or "localhost", int(url.get("port") or 6379)),
+        prefixes=[
+            cache.make_and_validate_key(f"{settings.CACHE_PREFIX}:{kind}:")
+            for kind in NEAR_KINDS
+        ],
+        username=options.get("username", url.get("username")),
+        password=options.get("password", url.get("password")),
+        max_age=settings.DENYLIST_CACHE_TTL.total_seconds(),
+    )
+
+
+def forget_near(keys: list[str]) -> None:
+    """Drop this process's near copies of ``keys`` (cache keys, before
+    ``make_key``): called by chatauth's own writes, from any thread.  The
+    drop is queued on each loop before the writer's own result is: a
+    coroutine that awaited the write cannot see the old copy after it."""
+    if not _async_clients:
+        return
+    cache = get_cache()
+    made = [cache.make_and_validate_key(key) for key in keys]
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    with _async_lock:
+        entries = list(_async_clients.items())
+    for loop, entry in entries:
+        near = entry[3]
+        if near is None or loop.is_closed():
+            continue
+        if loop is running:
+            near.forget(made)
+        else:
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
+                loop.call_soon_threadsafe(near.forget, made)
+
+
 async def aget_many(keys: list[str]) -> dict[str, Any] | None:
     """``get_many(keys)`` without blocking the loop, or None when this cache
     offers no async read (the caller then runs the sync path in a thread).
@@ -182,13 +280,22 @@ async def aget_many(keys: list[str]) -> dict[str, Any] | None:
     reader = _async_reader(cache)
     if reader is None:
         return None
-    reads, serializer = reader
+    reads, serializer, near = reader
     made = [cache.make_and_validate_key(key) for key in keys]
-    values = await reads.get(made)
+    generation = None
+    if near is not None and near.usable():
+        copies = near.lookup(made)
+        if copies is not None:
+            return dict(zip(keys, copies, strict=True))
+        generation = near.generation
+    values = [
+        None if value is None else serializer.loads(value)
+        for value in await reads.get(made)
+    ]
+    if generation is not None and near is not None:  # (near is, with a generation)
+        near.keep(generation, made, values)
     return {
-        key: serializer.loads(value)
-        for key, value in zip(keys, values, strict=True)
-        if value is not None
+        key: value for key, value in zip(keys, values, strict=True) if value is not None
     }
 
 
@@ -208,7 +315,7 @@ class MgetBatch:
     MAX_KEYS = 512
     MAX_IN_FLIGHT = 4
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: redis.asyncio.Redis) -> None:
         self.client = client
         self.waiting: deque[tuple[list[Any], asyncio.Future[list[Any]]]] = deque()
         self.waiting_keys = 0
@@ -227,7 +334,8 @@ class MgetBatch:
         return await future
 
     def _take(self) -> list[tuple[list[Any], asyncio.Future[list[Any]]]]:
-        batch, count = [], 0
+        batch: list[tuple[list[Any], asyncio.Future[list[Any]]]] = []
+        count = 0
         while self.waiting and (
             not batch or count + len(self.waiting[0][0]) <= self.MAX_KEYS
         ):
@@ -259,7 +367,7 @@ class MgetBatch:
         finally:
             # Leave the set now, not only in the done-callback: a read queued
             # between this return and that callback would find a runner gone.
-            self.runners.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self.runners.discard(asyncio.current_task())
             _fail(batch, ConnectionError("the cache read was cancelled"))
 
     def _ended(self, runner: asyncio.Task[None]) -> None:

@@ -56,7 +56,8 @@ def get(raw: str, leeway: float) -> dict[str, Any] | None:
             del _entries[key]
             return None
         _entries.move_to_end(key)
-    return json.loads(entry[1])
+    claims: dict[str, Any] = json.loads(entry[1])
+    return claims
 
 
 def put(raw: str, claims: dict[str, Any], size: Any, checked_in: int) -> None:

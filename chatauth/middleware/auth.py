@@ -38,10 +38,10 @@ from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 from django.http.cookie import parse_cookie
 
-from chatauth import audit, revocation, signals, websessions
+from chatauth import audit, signals, websessions
 from chatauth.conf import settings
 from chatauth.constants import CloseCode, Method
-from chatauth.exceptions import TokenError
+from chatauth.exceptions import TokenError, close_code
 from chatauth.identities import SocketAuth, Source, TokenAuth, WebSessionAuth
 from chatauth.internal.http import address_bucket, scope_client
 from chatauth.tokens import MAX_TOKEN_LENGTH, averify_token
@@ -164,9 +164,6 @@ def auth_message_token(text: str | None) -> str | None:
         return None
     token = payload.get("token")
     return token if isinstance(token, str) else None
-
-
-close_code = revocation.close_code
 
 
 async def audit_refusal(scope: Scope, reason: str, sender: type) -> None:

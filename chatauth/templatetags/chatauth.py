@@ -58,7 +58,7 @@ register = template.Library()
 
 
 def _request(context: template.Context) -> HttpRequest:
-    request = context.get("request")
+    request: HttpRequest | None = context.get("request")
     if request is None:
         raise ImproperlyConfigured(
             "chatauth's template tags need the request in the context: add "
@@ -160,7 +160,7 @@ def copilot_widget(
         return {"widget": None}
     config_id = "chatauth-copilot-" + secrets.token_hex(6)
     if chainlit_server is not None:
-        config = {"chainlitServer": server_url, "accessToken": token}
+        config: dict[str, Any] = {"chainlitServer": server_url, "accessToken": token}
         if open:
             config["opened"] = True  # Chainlit's name for it
         return {
@@ -173,14 +173,15 @@ def copilot_widget(
             }
         }
     refresh = True if refresh is None else refresh
-    config: dict[str, Any] = {"accessToken": token, "open": bool(open)}
+    config = {"accessToken": token, "open": bool(open)}
     if server:
         config["server"] = _http_url(server, "server")
     if path:
         config["path"] = str(path)
     if title:
         config["title"] = str(title)
-    if token is not None:
+    # (A token is only ever minted for an authenticated user.)
+    if token is not None and request.user.is_authenticated:
         # Shown in the panel's header; json_script keeps any "</script>" in a
         # display name or metadata value inert (it is escaped to \u003C/script>).
         config["user"] = get_adapter().user_claims(request.user)

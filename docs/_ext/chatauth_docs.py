@@ -12,9 +12,12 @@ lacks what the page needs:
 ``chatauth-close-codes``
     Every member of :class:`chatauth.constants.CloseCode`, described the same
     way (comments above or trailing), sorted by code.
+``chatauth-errors``
+    Every row of :data:`chatauth.exceptions.ERRORS`: code, default message,
+    HTTP status, WebSocket close code.
 ``chatauth-checks``
     Every ``Error``/``Warning`` with an ``id="chatauth.…"`` in
-    ``chatauth/checks.py``: its level, when it runs (``check`` or ``check
+    the ``chatauth/checks/`` package: its level, when it runs (``check`` or ``check
     --deploy``), its message and hint (f-string fields shown as ``…``).
 ``chatauth-routes``
     Every operation of the OpenAPI schema under ``/auth/`` (drf-spectacular's
@@ -299,6 +302,33 @@ class CloseCodesDirective(MarkdownDirective):
         return self.render(markdown)
 
 
+# --- Error codes --------------------------------------------------------------------
+
+
+class ErrorsDirective(MarkdownDirective):
+    """Every row of ``chatauth.exceptions.ERRORS``: code, message, HTTP status,
+    close code."""
+
+    def run(self) -> list[nodes.Node]:
+        from chatauth.exceptions import ERRORS
+
+        path, _ = module_source("chatauth.exceptions")
+        self.depends_on(path)
+        rows = []
+        for row in sorted(ERRORS.values(), key=lambda r: (r.status, r.code)):
+            close = "—" if row.close_code is None else f"`{int(row.close_code)}`"
+            rows.append(
+                [
+                    f"`{row.code}`",
+                    _code_safe(str(row.message)),
+                    f"`{row.status}`",
+                    close,
+                ]
+            )
+        markdown = table(["Code", "Message", "HTTP status", "Close code"], rows)
+        return self.render(markdown)
+
+
 # --- System checks ------------------------------------------------------------------
 
 LEVELS = {"Error": "error", "Warning": "warning", "Critical": "critical"}
@@ -320,11 +350,33 @@ def literal_text(node: ast.AST | None) -> str:
     return "…"
 
 
-def checks_found() -> tuple[dict[str, dict[str, Any]], Path]:
-    """``id -> {level, deploy, messages, hints}`` from chatauth/checks.py."""
-    path, source = module_source("chatauth.checks")
-    tree = ast.parse(source)
-    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+def package_sources(package_name: str) -> list[tuple[Path, str]]:
+    """The path and text of every module of ``package_name`` (not importing
+    it), ``__init__`` first; a plain module is a package of one."""
+    spec = importlib.util.find_spec(package_name)
+    if spec is None or spec.origin is None:
+        raise RuntimeError(f"cannot find the source of {package_name}")
+    if not spec.submodule_search_locations:
+        return [module_source(package_name)]
+    paths = sorted(
+        Path(spec.origin).parent.glob("*.py"), key=lambda p: (p.stem != "__init__", p)
+    )
+    return [(path, path.read_text(encoding="utf-8")) for path in paths]
+
+
+def checks_found() -> tuple[dict[str, dict[str, Any]], list[Path]]:
+    """``id -> {level, deploy, messages, hints}`` from the chatauth.checks package."""
+    sources = package_sources("chatauth.checks")
+    functions: dict[str, ast.FunctionDef] = {}
+    for _path, source in sources:
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.FunctionDef):
+                if node.name in functions:
+                    raise RuntimeError(
+                        f"two functions named {node.name} in chatauth.checks: "
+                        "the check table needs unique names"
+                    )
+                functions[node.name] = node
     deploy: set[str] = set()
     for name, function in functions.items():
         for decorator in function.decorator_list:
@@ -374,7 +426,7 @@ def checks_found() -> tuple[dict[str, dict[str, Any]], Path]:
                 entry["messages"].append(message)
             if hint and hint not in entry["hints"]:
                 entry["hints"].append(hint)
-    return found, path
+    return found, [path for path, _ in sources]
 
 
 def _check_key(check_id: str) -> tuple[str, int]:
@@ -384,7 +436,7 @@ def _check_key(check_id: str) -> tuple[str, int]:
 
 
 class ChecksDirective(MarkdownDirective):
-    """Every ``chatauth.*`` system check id in chatauth/checks.py.
+    """Every ``chatauth.*`` system check id in the chatauth.checks package.
 
     The content may add a note to an id, one per line (``chatauth.E003: what
     it means``): needed where the message is built at run time (nothing but
@@ -393,8 +445,9 @@ class ChecksDirective(MarkdownDirective):
     has_content = True
 
     def run(self) -> list[nodes.Node]:
-        found, path = checks_found()
-        self.depends_on(path)
+        found, paths = checks_found()
+        for path in paths:
+            self.depends_on(path)
         notes = {}
         for line in self.content:
             check_id, _, note = line.partition(":")
@@ -402,7 +455,7 @@ class ChecksDirective(MarkdownDirective):
                 notes[check_id.strip()] = note.strip()
         for check_id in notes:
             if check_id not in found:
-                self.warn(f"a note for {check_id}, which chatauth/checks.py lacks")
+                self.warn(f"a note for {check_id}, which chatauth.checks lacks")
         rows = []
         for check_id in sorted(found, key=_check_key):
             entry = found[check_id]
@@ -698,6 +751,7 @@ def purge_commands(app: Sphinx, env: Any, docname: str) -> None:
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("chatauth-settings", SettingsDirective)
     app.add_directive("chatauth-close-codes", CloseCodesDirective)
+    app.add_directive("chatauth-errors", ErrorsDirective)
     app.add_directive("chatauth-checks", ChecksDirective)
     app.add_directive("chatauth-routes", RoutesDirective)
     app.add_directive("chatauth-schemas", SchemasDirective)

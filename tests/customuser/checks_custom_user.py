@@ -44,3 +44,30 @@ def test_login_and_me_with_a_user_without_is_active():
     assert response.status_code == 200, response.content
     me = client.get("/auth/me", **bearer(response.json()["access_token"]))
     assert me.status_code == 200, me.content
+
+
+def test_the_admin_offers_no_deactivation_without_is_active(admin_site_user):
+    # Deactivating sets is_active: with no such field its save() would fail
+    # (update_fields names a field the model does not have), so the action is
+    # not offered; logging out everywhere still is.
+    from chatauth.admin import deactivate_users, logout_users_everywhere
+
+    actions = admin_site_user.actions
+    assert logout_users_everywhere in actions
+    assert deactivate_users not in actions
+
+
+@pytest.fixture
+def admin_site_user():
+    """The user admin as chatauth extends it, for this user model."""
+    from django.contrib import admin
+
+    from chatauth.admin import extend_user_admin
+
+    User = get_user_model()
+    admin.site.register(User)
+    try:
+        extend_user_admin()
+        yield admin.site.get_model_admin(User)
+    finally:
+        admin.site.unregister(User)

@@ -1,6 +1,6 @@
 """``manage.py check --deploy`` on the production settings (the demo's, DEBUG off).
 
-The Makefile's ``test`` target runs the other static checks (ruff, bandit,
+The Makefile's ``test`` target runs the other static checks (ruff, bandit, mypy,
 pip-audit) before pytest; this one needs the settings, so it is a test.
 """
 

@@ -61,17 +61,18 @@ class Command(BaseCommand):
             for key in APIKey.objects.order_by("name"):
                 state = "revoked" if key.revoked_at else "active"
                 used = key.last_used_at.isoformat() if key.last_used_at else "never"
-                scope = key.identifiers
+                reach = key.identifiers
                 if key.group is not None:
-                    scope += f" in group {key.group.name}"
-                scope += " +staff" * key.may_mint_for_staff
-                scope += " +profiles" * key.may_update_profiles
+                    reach += f" in group {key.group.name}"
+                reach += " +staff" * key.may_mint_for_staff
+                reach += " +profiles" * key.may_update_profiles
                 self.stdout.write(
-                    f"{key.name}\tca_{key.prefix}…\t{state}\tfor {scope}"
+                    f"{key.name}\tca_{key.prefix}…\t{state}\tfor {reach}"
                     f"\tlast used {used}"
                 )
         else:
-            updated = APIKey.objects.filter(name=options["name"]).revoke()
+            keys = APIKey.objects.get_queryset()  # APIKeyQuerySet, with revoke()
+            updated = keys.filter(name=options["name"]).revoke()
             if not updated:
                 raise CommandError(
                     f"No active API key named {options['name']!r}.", returncode=2

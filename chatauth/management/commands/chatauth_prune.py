@@ -12,7 +12,7 @@ from chatauth import audit
 from chatauth.conf import settings
 from chatauth.constants import CloseCode
 from chatauth.models import AuditEvent, ChatSession, RevokedToken
-from chatauth.oidc_logout import forget_ended
+from chatauth.oauth.rp_logout import forget_ended
 
 
 class Command(BaseCommand):
