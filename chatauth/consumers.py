@@ -54,8 +54,9 @@ import logging
 import time
 import uuid
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
+from asgiref.typing import WebSocketDisconnectEvent
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
@@ -158,7 +159,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.close_code = self.close_code or code
         with contextlib.suppress(StopConsumer):
             await self.websocket_disconnect(
-                {"type": "websocket.disconnect", "code": code}
+                {"type": "websocket.disconnect", "code": code, "reason": None}
             )
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -171,7 +172,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         await handler(message)
 
-    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+    async def websocket_disconnect(self, message: WebSocketDisconnectEvent) -> None:
         # Channels' own leaves the groups before disconnect() runs (failing on a
         # channel layer that is down, with the row never closed) and hops to a
         # thread for close_old_connections() (none is needed: see dispatch()).
@@ -391,7 +392,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             credential=verified,
             everywhere=everywhere,
             method=Method.WEBSOCKET,
-            scope=self.scope,
+            scope=cast(dict[str, Any], self.scope),
         )
 
     async def chatauth_revoked(self, event: dict[str, Any]) -> None:

@@ -58,7 +58,7 @@ async def run_inbox(consumer: ChatConsumer) -> None:
         await asyncio.shield(consumer._checked)
     context = activate(consumer.user_session, consumer)
     try:
-        while consumer._inbox and not consumer.closing:
+        while consumer._inbox and not _closing(consumer):
             kind, value, message_type = consumer._inbox.popleft()
             try:
                 if kind == "thread":
@@ -69,7 +69,7 @@ async def run_inbox(consumer: ChatConsumer) -> None:
             except SessionClosed:
                 return
             except Exception:
-                if consumer.closing:
+                if _closing(consumer):
                     return
                 logger.exception("on_message handler raised")
                 await consumer.send_json(
@@ -81,6 +81,12 @@ async def run_inbox(consumer: ChatConsumer) -> None:
                 )
     finally:
         reset(context)
+
+
+def _closing(consumer: ChatConsumer) -> bool:
+    """Whether ``consumer``'s chat session is closing, read anew each time (an
+    await in between may have closed it: no narrowing carried over)."""
+    return consumer.closing
 
 
 async def switch_thread(consumer: ChatConsumer, thread_id: str) -> None:

@@ -182,9 +182,9 @@ class Registry:
         for consumer, done in opens:
             if not done.done():
                 done.set_result(consumer.row_saved)
-        for _, _, done in closes:
-            if not done.done():
-                done.set_result(None)
+        for _, _, ended in closes:
+            if not ended.done():
+                ended.set_result(None)
 
     async def _heartbeat(self) -> None:
         """Mark the live sessions alive and sweep them: close each whose

@@ -179,6 +179,8 @@ def _record(opens: list[ChatConsumer], closes: list[tuple[ChatConsumer, int]]) -
         ).update(closed_at=now, close_code=code, last_seen_at=now)
     for consumer, code in closes:
         row = consumer.row
+        if row is None:  # kept out above: never
+            continue
         row.closed_at, row.close_code = now, code
         if announce:
             signals.chat_session_closed.send(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from django.http import HttpRequest
@@ -64,7 +65,7 @@ def user_agent(request: HttpRequest | None) -> str:
     return str(request.META.get("HTTP_USER_AGENT", ""))[:MAX_USER_AGENT]
 
 
-def scope_client(scope: dict[str, Any]) -> tuple[str | None, str]:
+def scope_client(scope: Mapping[str, Any]) -> tuple[str | None, str]:
     """``(ip, user agent)`` of an ASGI scope; the ip as :func:`client_ip`
     decides it."""
     client = scope.get("client") or (None, None)

@@ -19,6 +19,7 @@ any view sees them.
 
 from __future__ import annotations
 
+from chatauth.exceptions import close_code
 from chatauth.identities import SocketAuth, Source, TokenAuth, WebSessionAuth
 from chatauth.middleware.auth import (
     SUBPROTOCOL,
@@ -26,7 +27,6 @@ from chatauth.middleware.auth import (
     ChatAuthMiddleware,
     audit_refusal,
     authenticate,
-    close_code,
     find_credential,
     header,
 )

@@ -29,7 +29,7 @@ import functools
 import json
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -166,7 +166,7 @@ def auth_message_token(text: str | None) -> str | None:
     return token if isinstance(token, str) else None
 
 
-async def audit_refusal(scope: Scope, reason: str, sender: type) -> None:
+async def audit_refusal(scope: Mapping[str, Any], reason: str, sender: type) -> None:
     """Send ``auth_refused`` (audited as ``session_refused``); never raises."""
     from chatauth.models import AuditEvent
 
@@ -231,7 +231,8 @@ class ChatAuthMiddleware:
             )
             if await _accept(receive, send, subprotocol):
                 await send({"type": "websocket.close", "code": close_code(e)})
-            return await audit_refusal(scope, e.code, type(self))
+            await audit_refusal(scope, e.code, type(self))
+            return None
         except Exception:
             logger.exception("could not check a chat session's credentials")
             if await _accept(receive, send, None):
@@ -253,7 +254,8 @@ class ChatAuthMiddleware:
                 message = await receive()
         except TimeoutError:
             await send({"type": "websocket.close", "code": CloseCode.AUTH_TIMEOUT})
-            return await audit_refusal(scope, "auth_timeout", type(self))
+            await audit_refusal(scope, "auth_timeout", type(self))
+            return None
         if message["type"] != "websocket.receive":
             return None  # the client went away
         text = message.get("text")
@@ -264,12 +266,14 @@ class ChatAuthMiddleware:
             )
             code = CloseCode.TOO_LARGE if oversized else CloseCode.UNAUTHORIZED
             await send({"type": "websocket.close", "code": code})
-            return await audit_refusal(scope, "missing_credentials", type(self))
+            await audit_refusal(scope, "missing_credentials", type(self))
+            return None
         try:
             auth = await authenticate(TokenCredential(Source.MESSAGE, raw))
         except TokenError as e:
             await send({"type": "websocket.close", "code": close_code(e)})
-            return await audit_refusal(scope, e.code, type(self))
+            await audit_refusal(scope, e.code, type(self))
+            return None
         _authenticated(scope, auth)
         return functools.partial(
             self.inner, scope, _replaying_connect(receive), _accepted(send)
