@@ -7,6 +7,7 @@ and a concurrent revocation (tests/test_revocation.py); nothing is faked.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,6 +17,32 @@ from django.test import override_settings
 
 #: A Redis address where nothing listens (port 1).
 NOWHERE = "redis://127.0.0.1:1/0"
+#: The machine's Redis (tests that need it call ``require_service`` first).
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+def redis_caches(*locations: str) -> dict:
+    """``CACHES`` with a Redis cache ``"redis"`` on ``locations`` under a key
+    prefix of its own (other suites may share this Redis)."""
+    prefix = f"chatauth-test-{uuid.uuid4().hex[:8]}"
+    return {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "redis": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": list(locations),
+            "KEY_PREFIX": prefix,
+            "VERSION": 3,  # the key function must be the cache's own
+        },
+    }
+
+
+def forget_prefix(cache: Any) -> None:
+    """Delete the keys of ``cache``'s prefix only (not ``clear()``: that would
+    flush the whole database under a neighbour's feet)."""
+    client = cache._cache.get_client(write=True)
+    keys = list(client.scan_iter(match=f"{cache.key_prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
 
 
 @contextmanager

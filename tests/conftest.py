@@ -11,6 +11,7 @@ import uuid
 import jwt
 import pytest
 from django.core.cache import caches
+from django.test import override_settings
 
 REQUIRE_SERVICES = os.environ.get("CHATAUTH_REQUIRE_SERVICES") == "1"
 PASSWORD = "correct horse battery staple"
@@ -32,6 +33,21 @@ def require_service(name: str, host: str, port: int) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(message + " and CHATAUTH_REQUIRE_SERVICES=1", pytrace=False)
     pytest.skip(message)
+
+
+@pytest.fixture
+def on_redis():
+    """chatauth on the machine's Redis (``CACHE_ALIAS`` "redis", a key prefix of
+    its own, removed afterwards): the cache object."""
+    from chatauth.internal import cache as chatauth_cache
+    from tests.caches import REDIS, forget_prefix, redis_caches
+
+    require_service("Redis", "127.0.0.1", 6379)
+    with override_settings(
+        CACHES=redis_caches(REDIS), CHATAUTH={"CACHE_ALIAS": "redis"}
+    ):
+        yield chatauth_cache.get_cache()
+        forget_prefix(chatauth_cache.get_cache())
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -20,35 +19,10 @@ from django.test import override_settings
 from chatauth import revocation, tokens
 from chatauth.exceptions import TokenError, TokenRevoked
 from chatauth.internal import cache as chatauth_cache
-from tests.caches import NOWHERE
+from tests.caches import NOWHERE, REDIS, redis_caches
 from tests.conftest import require_service
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-REDIS = "redis://127.0.0.1:6379/0"
-
-
-def redis_caches(*locations: str) -> dict:
-    prefix = f"chatauth-test-{uuid.uuid4().hex[:8]}"
-    return {
-        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "redis": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": list(locations),
-            "KEY_PREFIX": prefix,
-            "VERSION": 3,  # the key function must be the cache's own
-        },
-    }
-
-
-@pytest.fixture
-def on_redis():
-    require_service("Redis", "127.0.0.1", 6379)
-    with override_settings(
-        CACHES=redis_caches(REDIS), CHATAUTH={"CACHE_ALIAS": "redis"}
-    ):
-        yield chatauth_cache.get_cache()
-        chatauth_cache.get_cache().clear()
 
 
 async def test_reads_what_djangos_cache_wrote(on_redis):

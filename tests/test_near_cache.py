@@ -21,20 +21,10 @@ from chatauth import revocation, tokens
 from chatauth.exceptions import TokenRevoked
 from chatauth.internal import cache as chatauth_cache
 from chatauth.internal.nearcache import Incomplete, ReplyError, command, parse
+from tests.caches import REDIS, redis_caches
 from tests.conftest import require_service
-from tests.test_async_cache import REDIS, redis_caches
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def on_redis():
-    require_service("Redis", "127.0.0.1", 6379)
-    with override_settings(
-        CACHES=redis_caches(REDIS), CHATAUTH={"CACHE_ALIAS": "redis"}
-    ):
-        yield chatauth_cache.get_cache()
-        chatauth_cache.get_cache().clear()
 
 
 @pytest.fixture
