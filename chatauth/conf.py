@@ -111,7 +111,8 @@ DEFAULTS: dict[str, Any] = {
     # With Django's Redis cache: keep the revocation answers each check reads in
     # the worker's memory too, dropped the moment Redis reports a write to them
     # (client-side caching: ``CLIENT TRACKING``, Redis 6+), so a check needs no
-    # round trip.  Off, or when Redis refuses tracking, every check reads Redis.
+    # round trip.  If the network fails, a copy outlives a revocation by at most
+    # one second.  Off, or when Redis refuses tracking, every check reads Redis.
     "NEAR_CACHE": True,
     # How many tokens whose signature was checked are remembered in each process
     # (exact string, until it expires; revocation is still checked on every

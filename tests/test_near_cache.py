@@ -20,7 +20,13 @@ from django.test import override_settings
 from chatauth import revocation, tokens
 from chatauth.exceptions import TokenRevoked
 from chatauth.internal import cache as chatauth_cache
-from chatauth.internal.nearcache import Incomplete, ReplyError, command, parse
+from chatauth.internal import nearcache
+from chatauth.internal.nearcache import (
+    Incomplete,
+    ReplyError,
+    command,
+    parse,
+)
 from tests.caches import REDIS, redis_caches
 from tests.conftest import require_service
 
@@ -257,3 +263,149 @@ async def test_a_redis_that_refuses_tracking_is_read_every_time(other_client):
             assert await chatauth_cache.aget_many([k]) == {k: 2}
     finally:
         other_client.acl_deluser(name)
+
+
+# --- A Redis that misbehaves (a real socket, a scripted server) -----------------------
+
+
+class ScriptedRedis:
+    """A TCP server that answers the tracking handshake as told, then sends
+    what the test writes, and answers pings only when ``answering``."""
+
+    def __init__(self, handshake: bytes) -> None:
+        self.handshake = handshake
+        self.answering = True
+        self.writer: asyncio.StreamWriter | None = None
+        self.connections = 0
+
+    async def __aenter__(self) -> ScriptedRedis:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.address = self.server.sockets[0].getsockname()[:2]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.server.close()
+        if self.writer is not None:
+            self.writer.close()
+
+    async def _serve(self, reader, writer) -> None:
+        self.connections += 1
+        self.writer = writer
+        received = b""
+        while b"TRACKING" not in received:
+            received += await reader.read(4096)
+        writer.write(self.handshake)
+        while data := await reader.read(4096):
+            if self.answering:
+                writer.write(b"+PONG\r\n" * data.count(b"PING"))
+
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+
+HANDSHAKE = b"%1\r\n+id\r\n:7\r\n+OK\r\n+OK\r\n"
+INVALIDATE = b">2\r\n$10\r\ninvalidate\r\n*1\r\n$3\r\np:k\r\n"
+
+
+async def scripted_near(redis_server, **timing) -> nearcache.NearCache:
+    near = nearcache.NearCache(
+        asyncio.get_running_loop(),
+        redis_server.address,
+        prefixes=["p:"],
+        username=None,
+        password=None,
+        max_age=60,
+    )
+    for _ in range(200):
+        if near.usable():
+            break
+        await asyncio.sleep(0.01)
+    assert near.ready and near.client_id == 7
+    near.keep(near.generation, ["p:k"], ["not revoked"])
+    assert near.usable() and near.lookup(["p:k"]) == ["not revoked"]
+    return near
+
+
+async def settle() -> None:
+    """Let the scripted server's bytes cross loopback."""
+    await asyncio.sleep(0.05)
+
+
+async def test_a_half_received_invalidation_trusts_nothing():
+    async with ScriptedRedis(HANDSHAKE) as server:
+        near = await scripted_near(server)
+        server.send(INVALIDATE[:30])
+        await settle()
+        assert not near.usable()  # the rest may name this very key
+        server.send(INVALIDATE[30:])
+        await settle()
+        assert near.usable() and near.lookup(["p:k"]) is None
+        near.close()
+
+
+async def test_a_silent_redis_is_a_lost_connection(monkeypatch):
+    monkeypatch.setattr(nearcache, "PING_INTERVAL", 0.05)
+    monkeypatch.setattr(nearcache, "SILENT_AFTER", 0.2)
+    async with ScriptedRedis(HANDSHAKE) as server:
+        near = await scripted_near(server)
+        await asyncio.sleep(0.4)
+        assert near.usable()  # pings answered: a quiet link is fine
+        server.answering = False  # a dead link: nothing comes back
+        await asyncio.sleep(0.4)
+        assert not near.usable() and not near.entries
+        near.close()
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        b">2\r\n$10\r\ninvalidate\r\n*1\r\n$99999999\r\n",  # a huge declared size
+        b"*99999999\r\n",
+        b">2\r\n$10\r\ninvalidateXX*1\r\n$3\r\np:k\r\n",  # a bulk without its CRLF
+        b"*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n",  # nested too deep
+        b"?\r\n",
+        b":twelve\r\n",
+    ],
+)
+async def test_a_message_it_does_not_accept_drops_every_copy(hostile):
+    async with ScriptedRedis(HANDSHAKE) as server:
+        near = await scripted_near(server)
+        server.send(hostile)
+        await settle()
+        assert not near.usable() and not near.ready and not near.entries
+        near.close()
+
+
+async def test_an_endless_message_drops_every_copy(monkeypatch):
+    monkeypatch.setattr(nearcache, "MAX_BUFFER", 4096)
+    async with ScriptedRedis(HANDSHAKE) as server:
+        near = await scripted_near(server)
+        server.send(b">2\r\n$10\r\ninvalidate\r\n*1000\r\n" + b"$3\r\np:x\r" * 1000)
+        await settle()
+        assert not near.usable() and not near.ready and not near.entries
+        near.close()
+
+
+async def test_a_passing_refusal_is_tried_again(monkeypatch):
+    monkeypatch.setattr(nearcache, "RETRY_AFTER", 0.05)
+    loading = b"-LOADING Redis is loading the dataset in memory\r\n+OK\r\n+OK\r\n"
+    async with ScriptedRedis(loading) as server:
+        near = nearcache.NearCache(
+            asyncio.get_running_loop(),
+            server.address,
+            prefixes=["p:"],
+            username=None,
+            password=None,
+            max_age=60,
+        )
+        for _ in range(20):
+            near.usable()
+            await asyncio.sleep(0.02)
+        assert not near.refused and server.connections >= 2
+        server.handshake = HANDSHAKE  # loaded now
+        for _ in range(50):
+            if near.usable():
+                break
+            await asyncio.sleep(0.02)
+        assert near.ready
+        near.close()
