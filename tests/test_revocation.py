@@ -279,3 +279,84 @@ def test_logout_everywhere_refuses_a_token_whose_iat_was_rounded_up(user, monkey
     minted = datetime.fromtimestamp(second + 0.0024, tz=UTC)
     later = str(tokens.issue_pair(user).access)
     assert tokens.verify_token(later).issued_at == second + 0.002
+
+
+# --- Edges the second mutation run found untested -------------------------------------
+
+
+def test_a_tombstone_is_renewed_to_now_and_never_shortened(db):
+    """An identifier's tombstone denied again (a second user of the name
+    deleted) moves to now, with the new reason; it is kept until the later
+    of the two expiries."""
+    from datetime import UTC, datetime
+
+    key = tokens.identifier_id("ghost")
+    far, near = time.time() + 86400, time.time() + 60
+    leeway = timedelta(seconds=10)
+
+    def deny(reason: str, expires_at: float) -> bool:
+        return revocation.revoke_key(
+            key, kind="identifier", reason=reason, expires_at=expires_at
+        )
+
+    assert deny("user_deleted", far) is True
+    first = RevokedToken.objects.get(key=key)
+    assert first.expires_at == datetime.fromtimestamp(far, tz=UTC) + leeway
+    time.sleep(0.002)
+    assert deny("user_renamed", near) is True  # a new denial, not "already"
+    second = RevokedToken.objects.get(key=key)
+    assert second.revoked_at > first.revoked_at
+    assert second.reason == "user_renamed"
+    assert second.expires_at == first.expires_at  # not shortened to ``near``
+    farther = time.time() + 2 * 86400
+    assert deny("user_deleted", farther) is True
+    third = RevokedToken.objects.get(key=key)
+    assert third.expires_at == datetime.fromtimestamp(farther, tz=UTC) + leeway
+    # The cache says so at once: denied as of the renewal.
+    cached = caches["default"].get(f"chatauth:deny:{key}")
+    assert cached == pytest.approx(third.revoked_at.timestamp())
+
+
+def test_a_renewed_tombstone_refuses_what_was_issued_before_the_renewal(db):
+    from django.contrib.auth import get_user_model
+
+    from tests.conftest import chainlit_token
+
+    key = tokens.identifier_id("ghost")
+    revocation.revoke_key(key, kind="identifier", reason="x", expires_at=time.time())
+    time.sleep(1.1)  # whole seconds: a Chainlit token's issue time
+    raw = chainlit_token("ghost", exp=int(time.time()) + 1 + 15 * 86400)
+    assert tokens.verify_token(raw).identifier == "ghost"  # issued after it
+    get_user_model().objects.filter(username="ghost").delete()
+    time.sleep(1.1)
+    revocation.revoke_key(key, kind="identifier", reason="y", expires_at=time.time())
+    with pytest.raises(TokenRevoked):
+        tokens.verify_token(raw)
+
+
+def test_what_a_denylist_row_holds_is_cut_to_its_columns(user):
+    verified = tokens.verify_token(str(tokens.issue_pair(user).access))
+    kind, reason = "k" * 20, "r" * 40
+    assert revocation.revoke_key(
+        verified.key, kind=kind, reason=reason, expires_at=verified.expires_at
+    )
+    row = RevokedToken.objects.get(key=verified.key)
+    assert (row.token_type, row.reason) == ("k" * 16, "r" * 32)
+
+
+def test_a_repeated_revocation_overwrites_a_stale_cached_pass(user):
+    """A check that read the database before the denial was committed may
+    have cached "not denied": revoking again (False: already denied) puts the
+    row's answer in the cache."""
+    raw = str(tokens.issue_pair(user).access)
+    verified = tokens.verify_token(raw)
+    assert revocation.revoke_token(verified) is True
+    row = RevokedToken.objects.get(key=verified.key)
+    caches["default"].set(f"chatauth:deny:{verified.key}", 0, 300)  # the stale pass
+    assert tokens.verify_token(raw).key == verified.key  # the cache is trusted
+    assert revocation.revoke_token(verified) is False
+    assert caches["default"].get(f"chatauth:deny:{verified.key}") == pytest.approx(
+        row.revoked_at.timestamp()
+    )
+    with pytest.raises(TokenRevoked):
+        tokens.verify_token(raw)
