@@ -758,3 +758,69 @@ def test_a_renamed_users_identifier_is_found_again(user):
     verified = tokens.verify_token(raw)
     newcomer = get_user_model().objects.get(username="alice")
     assert verified.user_pk == newcomer.pk != user.pk
+
+
+def test_a_token_given_as_bytes_is_read_as_its_ascii_text(user, access):
+    assert tokens.verify_token(access.encode("ascii")).key == claims_of(access)["jti"]
+    with pytest.raises(TokenError):
+        tokens.verify_token(access.encode("ascii") + b"\xff")
+
+
+def test_an_audience_claim_is_not_checked_unless_one_is_configured(user):
+    """Without ``CHATAUTH["AUDIENCE"]`` a token's ``aud`` is not compared with
+    anything (PyJWT would refuse any ``aud`` when given no audience)."""
+    claims = claims_of(str(tokens.issue_pair(user).access))
+    claims["aud"] = "another.example"
+    assert str(tokens.verify_token(forge(claims)).user_pk) == str(user.pk)
+
+
+def test_no_secret_is_a_configuration_error_naming_the_settings(monkeypatch):
+    from django.core.exceptions import ImproperlyConfigured
+
+    monkeypatch.delenv("CHATAUTH_SECRET", raising=False)
+    monkeypatch.delenv("CHAINLIT_AUTH_SECRET", raising=False)
+    with override_settings(CHATAUTH={"SECRET": None}):
+        with pytest.raises(ImproperlyConfigured) as error:
+            tokens.get_secret()
+    assert str(error.value) == (
+        "chatauth has no signing secret: set CHATAUTH['SECRET'] or the "
+        "CHATAUTH_SECRET (or CHAINLIT_AUTH_SECRET) environment variable."
+    )
+
+
+def test_a_pair_carries_the_users_claims(user):
+    pair = tokens.issue_pair(user)
+    assert pair.user["identifier"] == "alice"
+    assert pair.as_response()["user"] == pair.user
+    refresh = tokens.verify_signed(str(pair.refresh), {"refresh"})
+    assert refresh.identifier == "alice"
+
+
+def test_a_copilot_token_for_a_web_session_ends_with_it(user):
+    from django.contrib.sessions.backends.db import SessionStore
+
+    short = SessionStore()
+    short.set_expiry(60)
+    short.create()
+    claims = claims_of(str(tokens.issue_copilot_token(user, web_session=short)))
+    assert claims["sid"] == tokens.session_key_id(short.session_key)
+    assert claims["exp"] == int(short.get_expiry_date().timestamp())
+    long = SessionStore()
+    long.set_expiry(30 * 86400)
+    long.create()
+    claims = claims_of(str(tokens.issue_copilot_token(user, web_session=long)))
+    assert claims["sid"] == tokens.session_key_id(long.session_key)
+    assert claims["exp"] == pytest.approx(time.time() + 15 * 86400, abs=2)
+
+
+def test_a_copilot_token_for_a_login_ends_with_it(user):
+    from chatauth import revocation
+
+    pair = tokens.issue_pair(user)
+    alone = claims_of(str(tokens.issue_copilot_token(user)))
+    assert "fam" not in alone and "sid" not in alone and "akey" not in alone
+    copilot = str(tokens.issue_copilot_token(user, family=pair.access["fam"]))
+    assert tokens.verify_token(copilot).lineage == (pair.access["fam"],)
+    revocation.revoke_family(tokens.verify_token(str(pair.access)), reason="logout")
+    with pytest.raises(TokenRevoked):
+        tokens.verify_token(copilot)
