@@ -360,3 +360,251 @@ def test_a_repeated_revocation_overwrites_a_stale_cached_pass(user):
     )
     with pytest.raises(TokenRevoked):
         tokens.verify_token(raw)
+
+
+def test_a_denied_jti_is_refused_whatever_its_issue_time(user):
+    """A token's own key is denied for good, even one spelled like an
+    identifier's tombstone (``i-``) and issued a few seconds "after" its
+    revocation (an ``iat`` ahead, within LEEWAY)."""
+    from tests.test_tokens import claims_of, forge
+
+    claims = claims_of(str(tokens.issue_pair(user).access))
+    claims.update(jti="i-own-key", iat=time.time() + 5)
+    raw = forge(claims)
+    revocation.revoke_token(tokens.verify_token(raw))
+    with pytest.raises(TokenRevoked):
+        tokens.verify_token(raw)
+
+
+def test_a_tombstone_refuses_what_was_issued_at_its_instant_and_not_after(db):
+    from dataclasses import replace
+
+    from tests.conftest import chainlit_token
+
+    key = tokens.identifier_id("ghost")
+    revocation.revoke_key(key, kind="identifier", reason="x", expires_at=time.time())
+    revoked_at = RevokedToken.objects.get(key=key).revoked_at.timestamp()
+    verified = tokens.verify_signed(chainlit_token("ghost"))
+    with pytest.raises(TokenRevoked):
+        revocation.check_denied(replace(verified, issued_at=revoked_at))
+    revocation.check_denied(replace(verified, issued_at=revoked_at + 0.001))
+
+
+def test_default_reasons_and_what_a_revocation_announces(user):
+    seen = []
+
+    def on_token(sender, **kwargs):
+        seen.append((sender, kwargs["reason"], kwargs["identifier"], kwargs["kind"]))
+
+    def on_user(sender, user, reason, **kwargs):
+        seen.append((sender, reason))
+
+    signals.token_revoked.connect(on_token)
+    signals.user_tokens_revoked.connect(on_user)
+    try:
+        verified = tokens.verify_token(str(tokens.issue_pair(user).access))
+        revocation.revoke_token(verified)
+        revocation.revoke_family(verified, reason="logout")
+        revocation.revoke_user(user)
+    finally:
+        signals.token_revoked.disconnect(on_token)
+        signals.user_tokens_revoked.disconnect(on_user)
+    assert seen == [
+        (RevokedToken, "logout", "alice", "access"),
+        (RevokedToken, "logout", "alice", "family"),
+        (Profile, "logout_everywhere"),
+    ]
+    assert RevokedToken.objects.get(key=verified.key).reason == "logout"
+
+
+def test_revoking_a_family_denies_it_for_the_refresh_lifetime(user):
+    from datetime import UTC, datetime
+
+    pair = tokens.issue_pair(user)
+    copilot = tokens.verify_token(str(tokens.issue_copilot_token(user)))
+    assert revocation.revoke_family(copilot, reason="logout") is False  # none
+    assert not RevokedToken.objects.exists()
+    started = time.time()
+    verified = tokens.verify_token(str(pair.access))
+    assert revocation.revoke_family(verified, reason="logout") is True
+    row = RevokedToken.objects.get()
+    assert (row.key, row.token_type, row.user_id) == (verified.family, "family", user.pk)
+    expected = datetime.fromtimestamp(started + 7 * 86400 + 10, tz=UTC)
+    assert abs((row.expires_at - expected).total_seconds()) < 2
+    with pytest.raises(TokenRevoked):
+        tokens.verify_token(str(pair.refresh), expected={"refresh"})
+
+
+def test_a_password_change_ends_tokens_but_not_web_sessions(user):
+    raw = str(tokens.issue_pair(user).access)
+    before = timezone.now()
+    revocation.end_user(user, reason="password_changed", web_sessions=False)
+    profile = Profile.objects.get(user=user)
+    assert profile.sessions_not_before is None
+    assert profile.tokens_not_before > before  # a millisecond past now
+    with pytest.raises(TokenRevoked):
+        tokens.verify_token(raw)
+    state = revocation.load_user_state(user.pk)
+    assert state.sessions_not_before == 0.0
+    assert state.tokens_not_before == profile.tokens_not_before.timestamp()
+    # The new state is stored in the cache at once (a stale one cannot stay).
+    assert caches["default"].get(f"chatauth:user:{user.pk}") == state
+
+
+def test_logout_everywhere_ends_web_sessions_too(user):
+    revocation.revoke_user(user)
+    profile = Profile.objects.get(user=user)
+    assert profile.sessions_not_before == profile.tokens_not_before
+    assert profile.tokens_not_before is not None
+
+
+def nothing_for(layer, channel) -> bool:
+    """No message arrives on ``channel`` within 50 ms."""
+    import asyncio
+
+    async def wait() -> bool:
+        try:
+            await asyncio.wait_for(layer.receive(channel), 0.05)
+        except TimeoutError:
+            return True
+        return False
+
+    return async_to_sync(wait)()
+
+
+def test_close_messages_held_until_the_block_ends_and_sent_once(user):
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(user_group(user.pk), channel)
+    with revocation.notifying_after():
+        revocation.notify(user_group(user.pk), reason="a")
+        revocation.notify(user_group(user.pk), reason="a")  # the same: once
+        revocation.notify(user_group(user.pk), reason="b", code=4401)
+        assert nothing_for(layer, channel)
+    assert async_to_sync(layer.receive)(channel) == {
+        "type": "chatauth.revoked",
+        "reason": "a",
+        "code": 4410,
+    }
+    assert async_to_sync(layer.receive)(channel)["code"] == 4401
+    with pytest.raises(RuntimeError), revocation.notifying_after():
+        revocation.notify(user_group(user.pk), reason="c")
+        raise RuntimeError("rolled back")
+    assert nothing_for(layer, channel)  # "c": never sent
+    revocation.notify(user_group(user.pk), reason="d")  # not held any more
+    assert async_to_sync(layer.receive)(channel)["reason"] == "d"
+
+
+def test_what_a_check_caches_lives_no_longer_than_the_token(user, monkeypatch):
+    """The answer "not denied" is cached for min(cache_ttl(), the token's
+    remaining life + LEEWAY), at least a second."""
+    from tests.test_tokens import claims_of, forge
+
+    claims = claims_of(str(tokens.issue_pair(user).access))
+    claims["exp"] = int(time.time()) + 3  # + LEEWAY: 12-13 s < cache_ttl() (30 s)
+    raw = forge(claims)
+    verified = tokens.verify_token(raw)
+    key = f"chatauth:deny:{verified.key}"
+    assert caches["default"].get(key) == 0
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 10.5)
+    assert caches["default"].get(key) == 0
+    monkeypatch.setattr(time, "time", lambda: real() + 13.5)
+    assert caches["default"].get(key) is None
+
+
+def test_the_password_version_keeps_the_form_tokens_carry():
+    """Every token in circulation carries it: a new form would end them all."""
+    from django.utils.crypto import salted_hmac
+
+    def expected(encoded: str) -> str:
+        mac = salted_hmac("chatauth.password_version", encoded, algorithm="sha1")
+        return mac.hexdigest()[:16]
+
+    assert revocation.password_version("pbkdf2$x") == expected("pbkdf2$x")
+    assert revocation.password_version(None) == expected("")
+    assert revocation.password_version("a") != revocation.password_version("b")
+
+
+def test_the_cache_ttl_is_one_heartbeat_at_most_in_process_memory():
+    with override_settings(CHATAUTH={"DENYLIST_CACHE_TTL": 300, "HEARTBEAT_INTERVAL": 7}):
+        assert revocation.cache_ttl() == 7.0
+    with override_settings(CHATAUTH={"DENYLIST_CACHE_TTL": 5, "HEARTBEAT_INTERVAL": 7}):
+        assert revocation.cache_ttl() == 5.0
+    shared = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "redis": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:6379/0",
+        },
+    }
+    with override_settings(
+        CACHES=shared,
+        CHATAUTH={
+            "CACHE_ALIAS": "redis",
+            "DENYLIST_CACHE_TTL": 300,
+            "HEARTBEAT_INTERVAL": 7,
+        },
+    ):
+        assert revocation.cache_ttl() == 300.0  # other processes write to it
+
+
+def test_a_cached_answer_lives_at_least_a_second(user, monkeypatch):
+    """A token a moment from expiry (past it, within LEEWAY): its "not denied"
+    is still cached, for one second."""
+    from tests.test_tokens import claims_of, forge
+
+    claims = claims_of(str(tokens.issue_pair(user).access))
+    time.sleep(1.01 - time.time() % 1)  # early in a second: no second ends below
+    claims["exp"] = int(time.time()) - 9  # remaining life + LEEWAY: at most 1 s
+    raw = forge(claims)
+    verified = tokens.verify_token(raw)
+    key = f"chatauth:deny:{verified.key}"
+    assert caches["default"].get(key) == 0
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 0.8)
+    assert caches["default"].get(key) == 0
+    monkeypatch.setattr(time, "time", lambda: real() + 1.2)
+    assert caches["default"].get(key) is None
+
+
+def test_a_cached_state_of_another_shape_is_read_again(user):
+    raw = str(tokens.issue_pair(user).access)
+    caches["default"].set(f"chatauth:user:{user.pk}", (True, 0.0, 0.0), 300)
+    user.is_active = False
+    type(user).objects.filter(pk=user.pk).update(is_active=False)  # no signal
+    with pytest.raises(TokenError) as refused:
+        tokens.verify_token(raw)
+    assert refused.value.code == "user_inactive"
+    assert revocation.user_state(user.pk).active is False
+
+
+def test_is_denied_cached_reads_the_cache_only(user):
+    verified = tokens.verify_token(str(tokens.issue_pair(user).access))
+    assert revocation.is_denied_cached(verified.key) is False
+    revocation.revoke_token(verified)
+    assert revocation.is_denied_cached(verified.key) is True
+    caches["default"].clear()
+    assert revocation.is_denied_cached(verified.key) is False  # not the database
+
+
+def test_user_states_of_missing_and_malformed_ids(user):
+    states = revocation.load_user_states([user.pk, 999999, None])
+    assert set(states) == {str(user.pk), "999999"}
+    assert states["999999"] == revocation.GONE
+    assert states[str(user.pk)].identifier == "alice"
+    assert revocation.load_user_states(["not-a-pk"]) == {"not-a-pk": revocation.GONE}
+    assert revocation.load_user_state("not-a-pk") == revocation.GONE
+
+
+def test_an_api_keys_own_row_denies_it(user):
+    from chatauth.models import APIKey
+
+    key, _ = APIKey.objects.create_key("partner")
+    other, _ = APIKey.objects.create_key("other")
+    name, other_name = tokens.api_key_id(key.pk), tokens.api_key_id(other.pk)
+    assert revocation.load_denied([name, other_name]) == {}
+    APIKey.objects.filter(pk=key.pk).update(revoked_at=timezone.now())  # no signal
+    denied = revocation.load_denied([name, other_name, "f-" + "0" * 32])
+    assert set(denied) == {name}
+    assert denied[name] == APIKey.objects.get(pk=key.pk).revoked_at.timestamp()
