@@ -428,7 +428,8 @@ def test_revoking_a_family_denies_it_for_the_refresh_lifetime(user):
     verified = tokens.verify_token(str(pair.access))
     assert revocation.revoke_family(verified, reason="logout") is True
     row = RevokedToken.objects.get()
-    assert (row.key, row.token_type, row.user_id) == (verified.family, "family", user.pk)
+    assert (row.key, row.token_type) == (verified.family, "family")
+    assert row.user_id == user.pk
     expected = datetime.fromtimestamp(started + 7 * 86400 + 10, tz=UTC)
     assert abs((row.expires_at - expected).total_seconds()) < 2
     with pytest.raises(TokenRevoked):
@@ -527,10 +528,10 @@ def test_the_password_version_keeps_the_form_tokens_carry():
 
 
 def test_the_cache_ttl_is_one_heartbeat_at_most_in_process_memory():
-    with override_settings(CHATAUTH={"DENYLIST_CACHE_TTL": 300, "HEARTBEAT_INTERVAL": 7}):
-        assert revocation.cache_ttl() == 7.0
-    with override_settings(CHATAUTH={"DENYLIST_CACHE_TTL": 5, "HEARTBEAT_INTERVAL": 7}):
-        assert revocation.cache_ttl() == 5.0
+    for ttl, expected in ((300, 7.0), (5, 5.0)):
+        options = {"DENYLIST_CACHE_TTL": ttl, "HEARTBEAT_INTERVAL": 7}
+        with override_settings(CHATAUTH=options):
+            assert revocation.cache_ttl() == expected
     shared = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
         "redis": {
