@@ -824,3 +824,19 @@ def test_a_copilot_token_for_a_login_ends_with_it(user):
     revocation.revoke_family(tokens.verify_token(str(pair.access)), reason="logout")
     with pytest.raises(TokenRevoked):
         tokens.verify_token(copilot)
+
+
+def test_a_user_renamed_behind_the_caches_back_is_found_again(user):
+    """Renamed by ``QuerySet.update()`` (no signal: the cached identity stays):
+    once the user's state is read again, the identifier is found anew."""
+    from django.contrib.auth import get_user_model
+
+    from chatauth import revocation
+
+    raw = chainlit_token("alice")
+    assert tokens.verify_token(raw).user_pk == user.pk  # identity cached
+    get_user_model().objects.filter(pk=user.pk).update(username="alice2")
+    revocation.invalidate_user(user.pk)  # its cached state expired
+    verified = tokens.verify_token(raw)
+    newcomer = get_user_model().objects.get(username="alice")
+    assert verified.user_pk == newcomer.pk != user.pk
