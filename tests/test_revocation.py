@@ -609,3 +609,24 @@ def test_an_api_keys_own_row_denies_it(user):
     denied = revocation.load_denied([name, other_name, "f-" + "0" * 32])
     assert set(denied) == {name}
     assert denied[name] == APIKey.objects.get(pk=key.pk).revoked_at.timestamp()
+
+
+def test_user_state_reads_the_cache_unless_told_not_to(user):
+    stale = revocation.UserState(False, 0.0, 0.0, "x", "alice")
+    caches["default"].set(f"chatauth:user:{user.pk}", stale, 300)
+    assert revocation.user_state(user.pk) == stale
+    assert revocation.user_state(user.pk, cached=False).active is True
+
+
+def test_each_identifier_has_its_own_cached_identity(user, django_assert_num_queries):
+    from tests.conftest import chainlit_token
+
+    alice, carol = chainlit_token("alice"), chainlit_token("carol")
+    assert tokens.verify_token(alice).user_pk == user.pk
+    carols = tokens.verify_token(carol).user_pk
+    assert carols != user.pk
+    with django_assert_num_queries(0):  # both identities cached, apart
+        assert tokens.verify_token(alice).user_pk == user.pk
+        assert tokens.verify_token(carol).user_pk == carols
+    assert revocation.cached_identity("alice") == user.pk
+    assert revocation.cached_identity("carol") == carols
