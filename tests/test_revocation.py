@@ -596,6 +596,7 @@ def test_user_states_of_missing_and_malformed_ids(user):
     assert states[str(user.pk)].identifier == "alice"
     assert revocation.load_user_states(["not-a-pk"]) == {"not-a-pk": revocation.GONE}
     assert revocation.load_user_state("not-a-pk") == revocation.GONE
+    assert revocation.load_user_state(None) == revocation.GONE
 
 
 def test_an_api_keys_own_row_denies_it(user):
@@ -630,3 +631,33 @@ def test_each_identifier_has_its_own_cached_identity(user, django_assert_num_que
         assert tokens.verify_token(carol).user_pk == carols
     assert revocation.cached_identity("alice") == user.pk
     assert revocation.cached_identity("carol") == carols
+
+
+def test_a_user_model_without_a_password_column(user, monkeypatch):
+    """Its users' state has the password version of no password (a model
+    such as tests/customuser's is read without the column)."""
+    from chatauth import denylist
+
+    monkeypatch.setattr(denylist, "has_field", lambda model, name: name != "password")
+    state = revocation.load_user_state(user.pk)
+    assert state.password_version == revocation.password_version(None)
+    assert (state.active, state.identifier) == (True, "alice")
+
+
+def test_a_cached_denial_lives_no_longer_than_its_token(user, monkeypatch):
+    """A revocation's cache entry lives until the token can no longer be
+    accepted (exp + LEEWAY), at least a second, not for ever."""
+    from tests.test_tokens import claims_of, forge
+
+    claims = claims_of(str(tokens.issue_pair(user).access))
+    time.sleep(1.01 - time.time() % 1)  # early in a second: no second ends below
+    claims["exp"] = int(time.time()) - 9  # remaining life + LEEWAY: at most 1 s
+    verified = tokens.verify_token(forge(claims))
+    revocation.revoke_token(verified)
+    key = f"chatauth:deny:{verified.key}"
+    assert caches["default"].get(key)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 0.8)
+    assert caches["default"].get(key)
+    monkeypatch.setattr(time, "time", lambda: real() + 1.2)
+    assert caches["default"].get(key) is None
