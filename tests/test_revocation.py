@@ -661,3 +661,42 @@ def test_a_cached_denial_lives_no_longer_than_its_token(user, monkeypatch):
     assert caches["default"].get(key)
     monkeypatch.setattr(time, "time", lambda: real() + 1.2)
     assert caches["default"].get(key) is None
+
+
+def test_end_user_ends_web_sessions_unless_told_not_to(user):
+    revocation.end_user(user, reason="admin")
+    profile = Profile.objects.get(user=user)
+    assert profile.sessions_not_before == profile.tokens_not_before is not None
+
+
+def test_a_refusal_of_another_code_closes_as_unauthorized():
+    assert revocation.close_code(TokenError("odd", code="hook_failed")) == 4401
+    assert revocation.close_code(TokenRevoked()) == 4410
+
+
+def test_the_sweep_tells_the_cache_what_it_found(user):
+    """What the sweep finds in the database behind the cache's back (a row
+    written by another process, an ORM update) is written to the cache, so
+    HTTP requests refuse it at once too."""
+    from django.contrib.auth import get_user_model
+
+    revoked = tokens.verify_token(str(tokens.issue_pair(user).access))
+    kept = tokens.verify_token(str(tokens.issue_pair(user).access))
+    RevokedToken.objects.create(
+        key=revoked.key,
+        token_type="access",
+        reason="elsewhere",
+        revoked_at=timezone.now(),
+        expires_at=timezone.now() + timedelta(hours=1),
+    )
+    assert revocation.verdicts([revoked, kept]) == [4410, None]
+    row = RevokedToken.objects.get(key=revoked.key)
+    cached = caches["default"].get(f"chatauth:deny:{revoked.key}")
+    assert cached == pytest.approx(row.revoked_at.timestamp())
+    assert caches["default"].get(f"chatauth:deny:{kept.key}") == 0
+    # A user deactivated by an ORM update: the new state is stored.
+    get_user_model().objects.filter(pk=user.pk).update(is_active=False)
+    assert revocation.verdicts([kept]) == [4410]
+    stored = caches["default"].get(f"chatauth:user:{user.pk}")
+    assert stored == revocation.load_user_state(user.pk)
+    assert stored.active is False
