@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from datetime import timedelta
 
 import pytest
@@ -299,14 +300,17 @@ def test_a_tombstone_is_renewed_to_now_and_never_shortened(db):
             key, kind="identifier", reason=reason, expires_at=expires_at
         )
 
-    assert deny("user_deleted", far) is True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. a naive datetime: never stored
+        assert deny("user_deleted", far) is True
     first = RevokedToken.objects.get(key=key)
     assert first.expires_at == datetime.fromtimestamp(far, tz=UTC) + leeway
     time.sleep(0.002)
-    assert deny("user_renamed", near) is True  # a new denial, not "already"
+    renamed = "user_renamed_" + "x" * 30  # cut to the column's 32 characters
+    assert deny(renamed, near) is True  # a new denial, not "already"
     second = RevokedToken.objects.get(key=key)
     assert second.revoked_at > first.revoked_at
-    assert second.reason == "user_renamed"
+    assert second.reason == renamed[:32]
     assert second.expires_at == first.expires_at  # not shortened to ``near``
     farther = time.time() + 2 * 86400
     assert deny("user_deleted", farther) is True
@@ -700,3 +704,52 @@ def test_the_sweep_tells_the_cache_what_it_found(user):
     stored = caches["default"].get(f"chatauth:user:{user.pk}")
     assert stored == revocation.load_user_state(user.pk)
     assert stored.active is False
+
+
+def test_revoke_key_announces_no_identifier_unless_given(db):
+    seen = []
+
+    def on_token(sender, **kwargs):
+        seen.append(kwargs["identifier"])
+
+    signals.token_revoked.connect(on_token)
+    try:
+        revocation.revoke_key(
+            "f-" + "1" * 32, kind="family", reason="x", expires_at=time.time() + 60
+        )
+    finally:
+        signals.token_revoked.disconnect(on_token)
+    assert seen == [""]
+
+
+def test_a_revocations_cache_entry_lives_until_exp_plus_leeway(user, monkeypatch):
+    from tests.test_tokens import claims_of, forge
+
+    claims = claims_of(str(tokens.issue_pair(user).access))
+    claims["exp"] = int(time.time()) + 3  # + LEEWAY: 12 to 13 s
+    verified = tokens.verify_signed(forge(claims))
+    revocation.revoke_token(verified)
+    key = f"chatauth:deny:{verified.key}"
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 11.5)
+    assert caches["default"].get(key)
+    monkeypatch.setattr(time, "time", lambda: real() + 13.5)
+    assert caches["default"].get(key) is None
+
+
+def test_a_revoked_chainlit_token_creates_nobody(user, django_assert_num_queries):
+    """Once its identifier's user is deleted, a Chainlit-format token is
+    refused before any user is looked up or created (what the cache held for
+    it before the deletion notwithstanding)."""
+    from django.contrib.auth import get_user_model
+
+    from tests.conftest import chainlit_token
+
+    raw = chainlit_token("alice")
+    verified = tokens.verify_token(raw)  # identity and "not denied" cached
+    with django_assert_num_queries(0):
+        revocation.check_denied(verified)  # from the cache alone
+    user.delete()  # the identifier's tombstone; its identity forgotten
+    with pytest.raises(TokenRevoked):
+        tokens.verify_token(raw)
+    assert not get_user_model().objects.filter(username="alice").exists()
