@@ -753,3 +753,14 @@ def test_a_revoked_chainlit_token_creates_nobody(user, django_assert_num_queries
     with pytest.raises(TokenRevoked):
         tokens.verify_token(raw)
     assert not get_user_model().objects.filter(username="alice").exists()
+
+
+def test_a_token_of_a_renamed_user_tells_the_new_identifier(user):
+    raw = str(tokens.issue_pair(user).access)
+    same = tokens.verify_token(raw)
+    assert (same.renamed_to, same.current_identifier) == (None, "alice")
+    user.username = "alice2"
+    user.save()
+    for verified in (tokens.verify_token(raw), tokens.verify_token(raw, cache_only=True)):
+        assert verified.identifier == "alice"  # what the token says
+        assert (verified.renamed_to, verified.current_identifier) == ("alice2",) * 2
