@@ -319,3 +319,26 @@ async def test_a_warm_redis_decides_on_the_loop(on_redis, user, monkeypatch):
     assert (await tokens.averify_token(chainlit)).user_pk == first.user_pk
     assert await revocation.acached_identity("alice") == first.user_pk
     assert await revocation.acached_identity("nobody") is None
+
+
+async def test_a_cache_without_an_async_read_finds_chainlit_users_in_a_thread(
+    tmp_path, user
+):
+    """A file cache (not local, no async read): the cached identity cannot be
+    read on the loop, so the full check finds the user."""
+    from tests.conftest import chainlit_token
+
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "files": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path),
+        },
+    }
+    with override_settings(CACHES=caches, CHATAUTH={"CACHE_ALIAS": "files"}):
+        assert not chatauth_cache.is_local()
+        assert await revocation.acached_identity("alice") is None
+        raw = chainlit_token("alice")
+        assert str((await tokens.averify_token(raw)).user_pk) == str(user.pk)
+        assert await revocation.acached_identity("alice") is None  # not on the loop
+        assert str((await tokens.averify_token(raw)).user_pk) == str(user.pk)
