@@ -10,9 +10,10 @@ from rest_framework import authentication
 from rest_framework.request import Request
 
 from chatauth import signals
+from chatauth.credentials import VerifiedToken
 from chatauth.exceptions import InvalidCredentials, InvalidToken, TokenError
 from chatauth.models import APIKey
-from chatauth.tokens import VerifiedToken, averify_token, verify_token
+from chatauth.tokens import averify_token, verify_token
 
 
 class TokenUser:

@@ -29,14 +29,9 @@ from chatauth import signals, websessions
 from chatauth.adapter import get_adapter
 from chatauth.conf import settings
 from chatauth.constants import Method, TokenType
+from chatauth.credentials import SESSION_CLAIM, session_key_id
 from chatauth.exceptions import TokenError
-from chatauth.tokens import (
-    SESSION_CLAIM,
-    CopilotToken,
-    issue_copilot_token,
-    session_key_id,
-    verify_token,
-)
+from chatauth.tokens import CopilotToken, issue_copilot_token, verify_token
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser

@@ -28,6 +28,7 @@ from chatauth import hooks, revocation, signals, throttling, websessions
 from chatauth.adapter import get_adapter
 from chatauth.backends import RESERVED
 from chatauth.constants import Method, TokenType
+from chatauth.credentials import VerifiedToken, verify_signed
 from chatauth.exceptions import (
     HookError,
     InvalidCredentials,
@@ -39,7 +40,7 @@ from chatauth.exceptions import (
 from chatauth.internal.calls import call
 from chatauth.internal.http import client_ip
 from chatauth.models import RevokedToken
-from chatauth.tokens import TokenPair, VerifiedToken, issue_pair, verify_signed
+from chatauth.tokens import TokenPair, issue_pair
 
 logger = logging.getLogger("chatauth.flows")
 

@@ -25,9 +25,9 @@ from django.db import close_old_connections
 
 from chatauth import revocation
 from chatauth.constants import CloseCode
+from chatauth.credentials import VerifiedToken
 from chatauth.exceptions import TokenError, close_code
 from chatauth.internal.cache import is_local as is_local_cache
-from chatauth.tokens import VerifiedToken
 
 #: :meth:`SocketAuth.check_on_loop` could not decide without I/O.
 UNDECIDED = object()

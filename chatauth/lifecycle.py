@@ -49,13 +49,13 @@ from django.db.models import Model
 from django.db.models.signals import post_delete, post_init, post_save, pre_delete
 from django.utils import timezone
 
-from chatauth import audit, hooks, revocation, signals, tokens, websessions
+from chatauth import audit, denylist, hooks, revocation, signals, websessions
 from chatauth.conf import settings
 from chatauth.constants import CloseCode, user_group
+from chatauth.credentials import api_key_id, identifier_id, session_key_id
 from chatauth.internal.calls import call
 from chatauth.internal.models import has_field
 from chatauth.models import APIKey, ChatSession, Profile
-from chatauth.tokens import api_key_id, identifier_id
 
 logger = logging.getLogger("chatauth.lifecycle")
 #: What a loaded user row said, to tell what a save changed.
@@ -117,9 +117,7 @@ def _user_saved(
         if before.get("is_active") is not False:
             revocation.end_user(instance, reason="deactivated", web_sessions=True)
         else:  # saved again while inactive: nothing new to audit
-            revocation.invalidate_user(
-                instance.pk, revocation.load_user_state(instance.pk)
-            )
+            denylist.invalidate_user(instance.pk, denylist.load_user_state(instance.pk))
             revocation.notify(user_group(instance.pk), reason="inactive")
     elif "password" in changed:
         # (An unknown previous hash counts as a change: a deferred field
@@ -127,7 +125,7 @@ def _user_saved(
         # -- the tokens' password version refuses, see revocation.UserState.)
         revocation.end_user(instance, reason="password_changed", web_sessions=False)
     else:
-        revocation.invalidate_user(instance.pk)
+        denylist.invalidate_user(instance.pk)
 
 
 def _user_deleting(sender: Any, instance: Any, **kwargs: Any) -> None:
@@ -137,7 +135,7 @@ def _user_deleting(sender: Any, instance: Any, **kwargs: Any) -> None:
 
 def _user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
     try:
-        revocation.invalidate_user(instance.pk, revocation.GONE)
+        denylist.invalidate_user(instance.pk, denylist.GONE)
         revocation.notify(user_group(instance.pk), reason="user_deleted")
         identifier = getattr(instance, sender.USERNAME_FIELD, None)
         if identifier:
@@ -162,7 +160,7 @@ def _tombstone(identifier: str, *, reason: str) -> None:
 
 
 def _profile_saved(sender: Any, instance: Profile, **kwargs: Any) -> None:
-    revocation.invalidate_user(instance.user_id)
+    denylist.invalidate_user(instance.user_id)
 
 
 # --- Django sessions ------------------------------------------------------------------
@@ -201,7 +199,7 @@ def _web_session_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
     except Exception:  # undecodable data holds no login
         return
     if user_pk is None or revocation.is_denied_cached(
-        tokens.session_key_id(instance.session_key)
+        session_key_id(instance.session_key)
     ):
         return  # no login, or ended already (logout() ends it before the flush)
     websessions.end(

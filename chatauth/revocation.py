@@ -1,14 +1,8 @@
-"""Server-side revocation: the denylist, each user's state, and telling sockets.
+"""Server-side revocation: what is refused, writing denials, telling sockets.
 
-The database is the source of truth; the Django cache (Redis in production) is
-in front of it:
-
-* ``<prefix>:deny:<key>`` is the time (epoch seconds) the credential ``key`` was
-  revoked, or ``0`` when the database said it was not (kept for
-  :func:`cache_ttl` at most).  A key is a token's own (``jti``) or one of its
-  lineage (refresh family, Django session, API key, identifier: see
-  :mod:`chatauth.tokens`).
-* ``<prefix>:user:<pk>`` is the user's :class:`UserState`, or ``GONE``.
+The denylist and each user's state are stored in the database, the source of
+truth, with the Django cache (Redis in production) in front of it: see
+:mod:`chatauth.denylist`, whose names are importable from here too.
 
 Revoking writes the database first, then the cache.  When the cache cannot be
 read (Redis down) every check falls back to the database, so a revoked token is
@@ -23,18 +17,15 @@ re-checks its sessions against the database on its heartbeat
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
-from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -47,51 +38,46 @@ from chatauth.constants import (
     token_group,
     user_group,
 )
+
+# Re-exported (``as``): chatauth.revocation stays the entry point for them.
+from chatauth.denylist import (
+    GONE,
+    MISSING,
+    PASSWORD_CLAIM,
+    UserState,
+    cache_get_many,
+    cache_set,
+    cache_ttl,
+    entry_key,
+    invalidate_user,
+    load_denied,
+    load_user_state,
+    load_user_states,
+    user_state,
+    valid_state,
+)
+from chatauth.denylist import acached_identity as acached_identity
+from chatauth.denylist import cache_identity as cache_identity
+from chatauth.denylist import cached_identity as cached_identity
+from chatauth.denylist import forget_identity as forget_identity
+from chatauth.denylist import is_denied_cached as is_denied_cached
+from chatauth.denylist import password_version as password_version
 from chatauth.exceptions import TokenError, TokenRevoked
 from chatauth.exceptions import close_code as close_code_of
-from chatauth.internal.cache import (
-    aget_many,
-    forget_near,
-    get_cache,
-    is_local,
-    is_process_memory,
-)
-from chatauth.internal.models import has_field
-from chatauth.models import APIKey, Profile, RevokedToken
+from chatauth.internal.cache import aget_many, is_local
+from chatauth.models import Profile, RevokedToken
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
-    from django.core.cache.backends.base import BaseCache
 
-    from chatauth.tokens import VerifiedToken
+    from chatauth.credentials import VerifiedToken
 
 logger = logging.getLogger("chatauth.revocation")
-GONE = "gone"
-_MISSING = object()
+
 #: Lineage keys whose denial refuses only what was issued before it: an
 #: identifier's tombstone must not refuse the tokens of a later user of that
 #: identifier.  Every other key is denied for good (nothing new can carry it).
 _CONDITIONAL = "i-"
-
-
-class UserState(NamedTuple):
-    """What decides whether a user's credentials hold (epoch seconds)."""
-
-    active: bool
-    #: Tokens issued at or before this are refused (logout everywhere,
-    #: password change, deactivation).
-    tokens_not_before: float
-    #: Django sessions logged in at or before this are refused (logout
-    #: everywhere, deactivation; a password change is Django's own business:
-    #: its session hash).
-    sessions_not_before: float
-    #: :func:`password_version` of the stored password hash: a token minted
-    #: before the hash changed carries another one (its ``pwv`` claim), by
-    #: whatever path the hash changed -- ``QuerySet.update()``, raw SQL.
-    password_version: str
-    #: The user's ``USERNAME_FIELD``: what a token that names an identifier
-    #: instead of a user id (Chainlit's format) must still name.
-    identifier: str
 
 
 class IdentityChanged(TokenError):
@@ -99,197 +85,15 @@ class IdentityChanged(TokenError):
     found as (renamed meanwhile): find it again."""
 
 
-def password_version(encoded: str | None) -> str:
-    """A short keyed hash of a stored password hash, as Django's session hash
-    is: a token carries the one of the hash it was minted under.  An upgraded
-    hash (at login, a new hasher or work factor) is a new version too, as it
-    is for Django's sessions."""
-    from django.utils.crypto import salted_hmac
-
-    # HMAC-SHA1 named explicitly (Django 6.1 warns that its default will
-    # change): every token in circulation carries this value, and a new
-    # algorithm would end them all at an upgrade.  HMAC-SHA1 is a sound MAC.
-    digest = salted_hmac(
-        "chatauth.password_version", encoded or "", algorithm="sha1"
-    ).hexdigest()
-    return digest[:16]
-
-
 class NeedsDatabase(Exception):
     """``check(..., cache_only=True)``: the cache alone cannot decide."""
 
 
-def _cache() -> BaseCache:
-    return get_cache()
-
-
-def _k(kind: str, value: Any) -> str:
-    return f"{settings.CACHE_PREFIX}:{kind}:{value}"
-
-
-def cache_ttl() -> float:
-    """How long an answer read from the database may be served from the cache.
-
-    A cache in process memory cannot be told by another process (a management
-    command, another worker) that something changed: there it is trusted for
-    one heartbeat at most, the bound the sweep gives live sockets too.
-    """
-    ttl = settings.DENYLIST_CACHE_TTL.total_seconds()
-    if is_process_memory():
-        ttl = min(ttl, float(settings.HEARTBEAT_INTERVAL))
-    return ttl
-
-
-def _cache_get_many(keys: list[str]) -> dict[str, Any]:
-    try:
-        return _cache().get_many(keys)
-    except Exception:  # a cache outage must not decide anything: ask the DB
-        logger.warning("cache unavailable; checking revocation in the database")
-        return {}
-
-
-def _cache_set(
-    key: str, value: Any, ttl: float, *, only_if_absent: bool = False
-) -> None:
-    try:
-        if only_if_absent:
-            _cache().add(key, value, max(1, int(ttl)))
-        else:
-            _cache().set(key, value, max(1, int(ttl)))
-        forget_near([key])
-    except Exception:
-        if only_if_absent:  # a check's answer: the next check asks again
-            logger.warning("cache unavailable; %s not cached", key.rsplit(":", 2)[-2])
-        else:
-            # A revocation the cache did not take: a stale "not revoked" there
-            # stays until it expires (a cache that reads but refuses writes --
-            # Redis at maxmemory with "noeviction" -- does this).
-            logger.error(
-                "cache refused a revocation (%s); a cached earlier answer "
-                "may stand for up to DENYLIST_CACHE_TTL",
-                key.rsplit(":", 2)[-2],
-            )
-
-
-def _cache_delete(key: str) -> None:
-    try:
-        _cache().delete(key)
-        forget_near([key])
-    except Exception:
-        logger.error("cache unavailable; could not drop a stale entry")
-
-
-# --- Reading -----------------------------------------------------------------
-
-
-def _epoch(value: datetime | None) -> float:
-    return value.timestamp() if value else 0.0
-
-
-def load_user_states(user_pks: Iterable[Any]) -> dict[str, UserState | str]:
-    """The state of each user in the database (``GONE`` for a missing one),
-    by ``str(pk)``: one query, whatever the number of users."""
-    User = get_user_model()
-    wanted = {str(pk) for pk in user_pks if pk is not None}
-    fields = [
-        "pk",
-        "chatauth_profile__tokens_not_before",
-        "chatauth_profile__sessions_not_before",
-        User.USERNAME_FIELD,
-    ]
-    has_active = has_field(User, "is_active")
-    has_password = has_field(User, "password")
-    fields += ["is_active"] * has_active + ["password"] * has_password
-    states: dict[str, UserState | str] = dict.fromkeys(wanted, GONE)
-    try:
-        rows = User._default_manager.filter(pk__in=list(wanted)).values_list(*fields)
-        for pk, tokens_nb, sessions_nb, identifier, *rest in rows:
-            active = bool(rest.pop(0)) if has_active else True
-            encoded = rest.pop(0) if has_password else None
-            states[str(pk)] = UserState(
-                active,
-                _epoch(tokens_nb),
-                _epoch(sessions_nb),
-                password_version(encoded),
-                str(identifier),
-            )
-    except (ValueError, TypeError, ValidationError):  # a pk of the wrong type
-        pass
-    return states
-
-
-def load_user_state(user_pk: Any) -> UserState | str:
-    return load_user_states([user_pk]).get(str(user_pk), GONE)
-
-
-def load_denied(keys: Iterable[str]) -> dict[str, float]:
-    """Which of ``keys`` the database denies, with when: one query (two when an
-    API key is among them: its own row says so too, whoever revoked it)."""
-    keys = list(dict.fromkeys(keys))
-    denied = {
-        key: revoked_at.timestamp()
-        for key, revoked_at in RevokedToken.objects.filter(key__in=keys).values_list(
-            "key", "revoked_at"
-        )
-    }
-    api_keys = {int(k[2:]): k for k in keys if k.startswith("k-") and k not in denied}
-    if api_keys:
-        for pk, revoked_at in APIKey.objects.filter(
-            pk__in=list(api_keys), revoked_at__isnull=False
-        ).values_list("pk", "revoked_at"):
-            denied[api_keys[pk]] = revoked_at.timestamp()
-    return denied
-
-
-def is_denied_cached(key: str) -> bool:
-    """Whether the cache already says credential ``key`` is denied (a shortcut
-    for writers; checks never trust a miss)."""
-    cache_key = _k("deny", key)
-    return bool(_cache_get_many([cache_key]).get(cache_key))
-
-
-def cached_identity(identifier: str) -> Any:
-    """The user id a Chainlit-format token's ``identifier`` was last found as."""
-    key = _identity_key(identifier)
-    return _cache_get_many([key]).get(key)
-
-
-async def acached_identity(identifier: str) -> Any:
-    """:func:`cached_identity` for an event loop (see :func:`acheck`): None when
-    the cache does not know it, cannot be read without blocking, or fails."""
-    if is_local():
-        return cached_identity(identifier)
-    key = _identity_key(identifier)
-    try:
-        cached = await aget_many([key])
-    except Exception:  # a cache outage: the full check finds the user
-        return None
-    return None if cached is None else cached.get(key)
-
-
-def cache_identity(identifier: str, user_pk: Any) -> None:
-    _cache_set(_identity_key(identifier), user_pk, cache_ttl())
-
-
-def forget_identity(identifier: str) -> None:
-    _cache_delete(_identity_key(identifier))
-
-
-def _identity_key(identifier: str) -> str:
-    # A digest: identifiers sharing a long prefix must not share an entry.
-    return _k("ident", hashlib.sha256(identifier.encode()).hexdigest())
-
-
 def _keys(verified: VerifiedToken) -> list[str]:
     return [
-        *(_k("deny", key) for key in verified.revocation_keys),
-        _k("user", verified.user_pk),
+        *(entry_key("deny", key) for key in verified.revocation_keys),
+        entry_key("user", verified.user_pk),
     ]
-
-
-def _valid_state(state: Any) -> bool:
-    """A state this version wrote (an older shape is a miss: read again)."""
-    return state == GONE or (isinstance(state, tuple) and len(state) == 5)
 
 
 def check(verified: VerifiedToken, *, cache_only: bool = False) -> VerifiedToken:
@@ -302,12 +106,12 @@ def check(verified: VerifiedToken, *, cache_only: bool = False) -> VerifiedToken
     and on a cache failure too, so the caller's full check still fails closed.
     """
     keys = _keys(verified)
-    cached = _cache_get_many(keys)
+    cached = cache_get_many(keys)
     if cache_only:
         return _decide_cached(verified, keys, cached)
     _refuse_denied(verified, _denied(verified, keys, cached))
-    state = cached.get(keys[-1], _MISSING)
-    if not _valid_state(state):
+    state = cached.get(keys[-1], MISSING)
+    if not valid_state(state):
         state = user_state(verified.user_pk, cached=False)
     check_user(state, verified)
     return _as_of(state, verified)
@@ -316,8 +120,8 @@ def check(verified: VerifiedToken, *, cache_only: bool = False) -> VerifiedToken
 def check_denied(verified: VerifiedToken) -> None:
     """The denylist part of :func:`check` alone: it needs no user (a token that
     names an identifier is refused before any user is looked up or created)."""
-    keys = [_k("deny", key) for key in verified.revocation_keys]
-    _refuse_denied(verified, _denied(verified, keys, _cache_get_many(keys)))
+    keys = [entry_key("deny", key) for key in verified.revocation_keys]
+    _refuse_denied(verified, _denied(verified, keys, cache_get_many(keys)))
 
 
 def _denied(
@@ -342,7 +146,7 @@ def _denied(
             denied[key] = found.get(key, 0)
             # ``add``, not ``set``: if a revocation stored "denied" since the
             # database was read, this (now stale) answer must not replace it.
-            _cache_set(_k("deny", key), denied[key], ttl, only_if_absent=True)
+            cache_set(entry_key("deny", key), denied[key], ttl, only_if_absent=True)
     return denied
 
 
@@ -370,7 +174,7 @@ async def acheck(verified: VerifiedToken) -> VerifiedToken:
 def _decide_cached(
     verified: VerifiedToken, keys: list[str], cached: dict[str, Any]
 ) -> VerifiedToken:
-    if any(key not in cached for key in keys) or not _valid_state(cached[keys[-1]]):
+    if any(key not in cached for key in keys) or not valid_state(cached[keys[-1]]):
         raise NeedsDatabase()
     denied = dict(
         zip(verified.revocation_keys, (cached[k] for k in keys), strict=False)
@@ -422,20 +226,6 @@ def check_user(state: Any, verified: VerifiedToken) -> None:
         raise IdentityChanged()
 
 
-#: The password version a token was minted under (see :func:`password_version`).
-PASSWORD_CLAIM = "pwv"
-
-
-def user_state(user_pk: Any, *, cached: bool = True) -> UserState | str:
-    """The user's state, from the cache or else the database (then cached)."""
-    key = _k("user", user_pk)
-    state = _cache_get_many([key]).get(key, _MISSING) if cached else _MISSING
-    if not _valid_state(state):
-        state = load_user_state(user_pk)
-        _cache_set(key, state, cache_ttl(), only_if_absent=True)
-    return state
-
-
 # --- The sweep ------------------------------------------------------------------
 
 
@@ -462,7 +252,7 @@ def verdicts(credentials: Sequence[VerifiedToken]) -> list[int | None]:
         else:
             results.append(None)
     for key, revoked_at in denied.items():
-        _cache_set(_k("deny", key), revoked_at, cache_ttl())
+        cache_set(entry_key("deny", key), revoked_at, cache_ttl())
     for pk in stale_users:
         invalidate_user(pk, states.get(pk, GONE))
     return results
@@ -507,7 +297,7 @@ def revoke_key(
         created = True  # a new denial, as far as anyone is concerned
     ttl = expires_at - time.time() + settings.LEEWAY.total_seconds()
     if created:
-        _cache_set(_k("deny", key), now.timestamp(), ttl)
+        cache_set(entry_key("deny", key), now.timestamp(), ttl)
         signals.token_revoked.send(
             sender=RevokedToken,
             key=key,
@@ -520,7 +310,7 @@ def revoke_key(
         # Whatever a concurrent check cached meanwhile, the row says denied.
         row = RevokedToken.objects.filter(key=key).values_list("revoked_at").first()
         if row is not None:
-            _cache_set(_k("deny", key), row[0].timestamp(), ttl)
+            cache_set(entry_key("deny", key), row[0].timestamp(), ttl)
     notify(token_group(key), reason=reason)
     return created
 
@@ -597,24 +387,6 @@ def end_user(user: AbstractBaseUser, *, reason: str, web_sessions: bool = True) 
 def revoke_user(user: AbstractBaseUser, *, reason: str = "logout_everywhere") -> None:
     """Log ``user`` out everywhere: tokens, Django sessions, live sockets."""
     end_user(user, reason=reason, web_sessions=True)
-
-
-def invalidate_user(
-    user_pk: Any, state: UserState | tuple[bool, float, float] | str | None = None
-) -> None:
-    """Drop the cached state of a user (saved, deactivated, deleted, revoked), or
-    replace it with ``state`` when the change makes the user stricter.
-
-    Where tokens stop working (deactivated, deleted, logged out everywhere) the
-    new state is *stored*, not just deleted: a check that read the old row just
-    before the change would otherwise put it back for ``cache_ttl()``;
-    :func:`check` only ``add``s, so it cannot overwrite a stored state.
-    """
-    key = _k("user", user_pk)
-    if state is None:
-        _cache_delete(key)
-    else:
-        _cache_set(key, state, cache_ttl())
 
 
 #: Close messages held back by :func:`notifying_after` (None: send at once).

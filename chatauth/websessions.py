@@ -29,11 +29,11 @@ from django.core.exceptions import ValidationError
 from django.dispatch import receiver
 from django.utils import timezone
 
-from chatauth import revocation
+from chatauth import denylist, revocation
 from chatauth.constants import TokenType
+from chatauth.credentials import VerifiedToken, session_key_id
 from chatauth.exceptions import TokenError
 from chatauth.models import ProviderLogin
-from chatauth.tokens import VerifiedToken, session_key_id
 
 logger = logging.getLogger("chatauth.websessions")
 
@@ -79,7 +79,7 @@ def check(user_pk: Any, session: Any) -> None:
         issued_at=auth_time(session),
         expires_at=0.0,
     )
-    revocation.check_user(revocation.user_state(user_pk), as_credential)
+    revocation.check_user(denylist.user_state(user_pk), as_credential)
 
 
 def end_if_revoked(request: Any) -> bool:

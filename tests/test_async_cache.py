@@ -272,3 +272,47 @@ async def test_a_chainlit_token_finds_its_user_through_redis(on_redis, user):
     now = await tokens.averify_token(fresh)
     assert str(now.user_pk) == str(other.pk)
     assert str((await tokens.averify_token(fresh)).user_pk) == str(other.pk)
+
+
+async def test_a_warm_redis_decides_on_the_loop(on_redis, user, monkeypatch):
+    """Access and Chainlit-format tokens whose answers Redis holds are checked
+    without a worker thread (the database is not asked)."""
+    from tests.conftest import chainlit_token
+
+    access = str((await sync_to_async(tokens.issue_pair)(user)).access)
+    chainlit = chainlit_token("alice")
+    await tokens.averify_token(access)  # cold: via the database, then cached
+    first = await tokens.averify_token(chainlit)
+
+    def refuse(verified):
+        raise AssertionError("went to a worker thread")
+
+    monkeypatch.setattr(tokens, "_check_in_worker", refuse)
+    monkeypatch.setattr(tokens, "_full_check", refuse)
+    assert str((await tokens.averify_token(access)).user_pk) == str(user.pk)
+    assert (await tokens.averify_token(chainlit)).user_pk == first.user_pk
+    assert await revocation.acached_identity("alice") == first.user_pk
+    assert await revocation.acached_identity("nobody") is None
+
+
+async def test_a_cache_without_an_async_read_finds_chainlit_users_in_a_thread(
+    tmp_path, user
+):
+    """A file cache (not local, no async read): the cached identity cannot be
+    read on the loop, so the full check finds the user."""
+    from tests.conftest import chainlit_token
+
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "files": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path),
+        },
+    }
+    with override_settings(CACHES=caches, CHATAUTH={"CACHE_ALIAS": "files"}):
+        assert not chatauth_cache.is_local()
+        assert await revocation.acached_identity("alice") is None
+        raw = chainlit_token("alice")
+        assert str((await tokens.averify_token(raw)).user_pk) == str(user.pk)
+        assert await revocation.acached_identity("alice") is None  # not on the loop
+        assert str((await tokens.averify_token(raw)).user_pk) == str(user.pk)

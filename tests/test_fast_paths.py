@@ -61,6 +61,37 @@ async def test_averify_token_chainlit_token_goes_to_the_database(db):
     assert verified.user_pk is not None  # the user was found (or created)
 
 
+def no_worker_thread(monkeypatch):
+    """The revocation check must not leave the event loop (no database)."""
+
+    def refuse(verified):
+        raise AssertionError("went to a worker thread")
+
+    monkeypatch.setattr(tokens, "_check_in_worker", refuse)
+    monkeypatch.setattr(tokens, "_full_check", refuse)
+
+
+async def test_a_warm_cache_decides_on_the_loop(user, monkeypatch):
+    pair = await sync_to_async(tokens.issue_pair)(user)
+    access, refresh = str(pair.access), str(pair.refresh)
+    await tokens.averify_token(access)  # cold cache: via the database
+    await tokens.averify_token(refresh, {"refresh"})
+    carol = chainlit_token("carol")
+    found = await tokens.averify_token(carol)  # finds (creates) carol
+    no_worker_thread(monkeypatch)
+    assert (await tokens.averify_token(access)).user_pk == str(user.pk)
+    verified = await tokens.averify_token(refresh, {"refresh"})
+    assert verified.token_type == "refresh"
+    assert (await tokens.averify_token(carol)).user_pk == found.user_pk
+
+
+async def test_a_cold_cache_goes_to_a_worker_thread(user, monkeypatch):
+    raw = str((await sync_to_async(tokens.issue_pair)(user)).access)
+    no_worker_thread(monkeypatch)
+    with pytest.raises(AssertionError, match="worker thread"):
+        await tokens.averify_token(raw)
+
+
 def test_bulk_insert_matches_the_orm(user):
     now = timezone.now()
     rows = [

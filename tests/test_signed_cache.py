@@ -28,7 +28,7 @@ def pyjwt_calls(monkeypatch):
         calls.append(args[0])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tokens.jwt, "decode", counting)
+    monkeypatch.setattr(jwt, "decode", counting)
     return calls
 
 

@@ -537,3 +537,306 @@ def test_a_configured_audience_or_issuer_is_enforced(user, setting):
                     tokens.verify_token(forge(claims))
         finally:
             tokens.reset_backend()
+
+
+# --- Edges the second mutation run found untested -------------------------------------
+
+
+def _sha(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_denylist_keys_keep_the_form_stored_rows_have():
+    """Denylist rows and tombstones outlive a deploy: the keys a new version
+    computes must be the ones earlier versions stored (and that the lineage
+    claims' patterns accept)."""
+    assert tokens.identifier_id("alice") == "i-" + _sha("alice")[:40]
+    # Of the normal form: " alice " and "alice" name one user, one tombstone.
+    assert tokens.identifier_id(" alice ") == tokens.identifier_id("alice")
+    assert tokens.session_key_id("s3ss10n") == "d-" + _sha("s3ss10n")[:40]
+    assert tokens.api_key_id("12") == "k-12"
+    raw = chainlit_token("carol")  # no jti: keyed by its signed part
+    header_and_payload = raw.rsplit(".", 1)[0]
+    assert tokens.verify_signed(raw).key == "s-" + _sha(header_and_payload)
+
+
+def test_revoking_one_token_without_a_jti_leaves_the_others(user):
+    from chatauth import revocation
+
+    first, second = chainlit_token("alice"), chainlit_token("alice", {"n": 2})
+    revocation.revoke_token(tokens.verify_token(first))
+    with pytest.raises(TokenRevoked):
+        tokens.verify_token(first)
+    assert tokens.verify_token(second).user_pk == user.pk
+
+
+def test_a_jti_of_another_form_is_keyed_by_the_signed_part(user):
+    from chatauth import revocation
+
+    claims = claims_of(str(tokens.issue_pair(user).access))
+    claims["jti"] = "not a jti!"
+    raw = forge(claims)
+    verified = tokens.verify_token(raw)
+    assert verified.key == "s-" + _sha(raw.rsplit(".", 1)[0])
+    revocation.revoke_token(verified)
+    with pytest.raises(TokenRevoked):
+        tokens.verify_token(raw)
+
+
+def test_each_lineage_claim_is_read_whichever_others_are_missing(user):
+    from chatauth import revocation
+
+    claims = claims_of(str(tokens.issue_copilot_token(user)))  # no fam, no sid
+    claims["akey"] = "k-7"
+    raw = forge(claims)
+    assert tokens.verify_token(raw).lineage == ("k-7",)
+    revocation.revoke_key("k-7", kind="api_key", reason="t", expires_at=claims["exp"])
+    with pytest.raises(TokenRevoked):
+        tokens.verify_token(raw)
+
+
+def test_lineage_of_each_token_form(user):
+    pair = tokens.issue_pair(user)
+    assert tokens.verify_signed(str(pair.access)).lineage == (pair.access["fam"],)
+    assert tokens.verify_signed(str(pair.refresh), {"refresh"}).lineage == (
+        pair.refresh["fam"],
+    )
+    chainlit = tokens.verify_signed(chainlit_token("Carol"))
+    assert chainlit.lineage == (tokens.identifier_id("Carol"),)
+
+
+@pytest.mark.parametrize("value", [42, "f-short", "f-" + "A" * 32])
+def test_a_malformed_lineage_claim_is_a_token_error(user, value):
+    claims = claims_of(str(tokens.issue_pair(user).access))
+    claims["fam"] = value
+    with pytest.raises(TokenError):
+        tokens.verify_signed(forge(claims))
+
+
+def test_the_exact_issue_time_may_be_iat_to_iat_plus_61_seconds(user):
+    """Within [iat, iat + max(LEEWAY, 60 s) + 1 s]; LEEWAY is 10 s here."""
+    claims = copilot_claims(user)
+    claims["iat"] = int(time.time()) - 300  # so that no bound is in the future
+    for shift in (0, 30, 61):
+        claims[tokens.ISSUED_AT_CLAIM] = claims["iat"] + shift
+        claims["jti"] += "x"
+        verified = tokens.verify_token(forge(claims))
+        assert verified.issued_at == claims["iat"] + shift
+    for shift in (-0.001, 61.001, 61.5):
+        claims[tokens.ISSUED_AT_CLAIM] = claims["iat"] + shift
+        claims["jti"] += "x"
+        with pytest.raises(TokenError):
+            tokens.verify_token(forge(claims))
+
+
+def test_the_exact_issue_time_may_be_leeway_ahead_and_no_more(user, monkeypatch):
+    claims = copilot_claims(user)
+    now = 2_000_000_000.0
+    monkeypatch.setattr(time, "time", lambda: now)
+    claims.update(iat=now, exp=now + 600)
+    claims[tokens.ISSUED_AT_CLAIM] = now + 10  # LEEWAY ahead: a clock skew
+    assert tokens.classify(claims, "h.p.s").issued_at == now + 10
+    claims[tokens.ISSUED_AT_CLAIM] = now + 10.001
+    with pytest.raises(TokenError):
+        tokens.classify(claims, "h.p.s")
+
+
+@pytest.mark.parametrize("exp", [None, float("inf"), float("nan"), "soon", True])
+def test_classify_refuses_an_unusable_exp(user, exp):
+    claims = claims_of(str(tokens.issue_pair(user).access))
+    if exp is None:
+        del claims["exp"]
+    else:
+        claims["exp"] = exp
+    with pytest.raises(TokenError):
+        tokens.classify(claims, "h.p.s")
+
+
+def test_a_chainlit_token_lives_at_most_the_longest_lifetime_plus_leeway(
+    db, monkeypatch
+):
+    now = 2_000_000_000.0
+    longest = 15 * 86400  # CHAINLIT_TOKEN_MAX_LIFETIME; LEEWAY is 10 s
+    monkeypatch.setattr(time, "time", lambda: now)
+
+    def classify(exp: float):
+        return tokens.classify({"identifier": "carol", "exp": exp}, "h.p.s")
+
+    # Without iat it counts as issued as early as it can have been.
+    assert classify(now + longest + 10).issued_at == now + 10
+    assert classify(now + longest + 5).issued_at == now + 5
+    assert classify(now + 3600).issued_at == now + 3600 - longest
+    with pytest.raises(TokenError) as refused:
+        classify(now + longest + 10.001)
+    assert refused.value.detail == "Token lives longer than allowed."
+
+
+def test_logout_everywhere_refuses_a_chainlit_token_without_iat(user):
+    from chatauth import revocation
+
+    raw = chainlit_token("alice")  # exp an hour ahead: issued 15 days back
+    assert tokens.verify_token(raw).issued_at < time.time() - 14 * 86400
+    revocation.revoke_user(user)
+    with pytest.raises(TokenRevoked):
+        tokens.verify_token(raw)
+
+
+def test_a_token_without_iat_counts_as_issued_before_any_logout(user):
+    """An access token without ``iat`` cannot be placed in time: it counts as
+    issued at the epoch, at or before every not-before, so it is refused."""
+    claims = claims_of(str(tokens.issue_pair(user).access))
+    del claims["iat"]
+    raw = forge(claims)
+    assert tokens.verify_signed(raw).issued_at == 0.0
+    with pytest.raises(TokenRevoked):
+        tokens.verify_token(raw)
+
+
+def test_a_nul_in_a_chainlit_identifier_is_refused_before_any_lookup(db):
+    with pytest.raises(TokenError):
+        tokens.verify_signed(chainlit_token("nul\x00byte"))
+
+
+def test_a_chainlit_token_creates_its_user_with_its_display_name(db):
+    from django.contrib.auth import get_user_model
+
+    raw = chainlit_token("dave", {"team": "red"}, display_name="Dave")
+    verified = tokens.verify_token(raw)
+    created = get_user_model().objects.get(username="dave")
+    assert verified.user_pk == created.pk
+    profile = Profile.objects.get(user=created)
+    assert (profile.display_name, profile.metadata) == ("Dave", {"team": "red"})
+
+
+def test_a_chainlit_token_does_not_rewrite_an_existing_users_profile(user):
+    Profile.objects.create(user=user, display_name="Alice", metadata={"plan": "pro"})
+    raw = chainlit_token("alice", {"plan": "free"}, display_name="Mallory")
+    assert tokens.verify_token(raw).user_pk == user.pk
+    profile = Profile.objects.get(user=user)
+    assert (profile.display_name, profile.metadata) == ("Alice", {"plan": "pro"})
+
+
+def test_a_chainlit_tokens_user_is_found_once_then_cached(
+    user, django_assert_num_queries
+):
+    raw = chainlit_token("alice")
+    assert tokens.verify_token(raw).user_pk == user.pk
+    with django_assert_num_queries(0):  # identity, denylist and state cached
+        assert tokens.verify_token(raw).user_pk == user.pk
+
+
+def test_cache_only_never_goes_to_the_database(user, django_assert_num_queries):
+    from chatauth import revocation
+
+    raw = str(tokens.issue_pair(user).access)
+    with django_assert_num_queries(0), pytest.raises(revocation.NeedsDatabase):
+        tokens.verify_token(raw, cache_only=True)  # nothing cached yet
+    assert tokens.verify_token(raw).user_pk == str(user.pk)  # now cached
+    with django_assert_num_queries(0):
+        assert tokens.verify_token(raw, cache_only=True).user_pk == str(user.pk)
+    # A Chainlit-format token may need its user found or created: never here.
+    from django.contrib.auth import get_user_model
+
+    with django_assert_num_queries(0), pytest.raises(revocation.NeedsDatabase):
+        tokens.verify_token(chainlit_token("zed"), cache_only=True)
+    assert not get_user_model().objects.filter(username="zed").exists()
+
+
+def test_a_renamed_users_identifier_is_found_again(user):
+    """A Chainlit token for an identifier whose cached user was renamed since
+    finds (here: creates) the user that now has it."""
+    from django.contrib.auth import get_user_model
+
+    assert tokens.verify_token(chainlit_token("alice")).user_pk == user.pk
+    time.sleep(0.002)
+    user.username = "alice2"
+    user.save()
+    time.sleep(1.1)  # a token minted after the rename (whole-second exp)
+    raw = chainlit_token("alice", exp=int(time.time()) + 1 + 15 * 86400)
+    verified = tokens.verify_token(raw)
+    newcomer = get_user_model().objects.get(username="alice")
+    assert verified.user_pk == newcomer.pk != user.pk
+
+
+def test_a_token_given_as_bytes_is_read_as_its_ascii_text(user, access):
+    assert tokens.verify_token(access.encode("ascii")).key == claims_of(access)["jti"]
+    with pytest.raises(TokenError):
+        tokens.verify_token(access.encode("ascii") + b"\xff")
+
+
+def test_an_audience_claim_is_not_checked_unless_one_is_configured(user):
+    """Without ``CHATAUTH["AUDIENCE"]`` a token's ``aud`` is not compared with
+    anything (PyJWT would refuse any ``aud`` when given no audience)."""
+    claims = claims_of(str(tokens.issue_pair(user).access))
+    claims["aud"] = "another.example"
+    assert str(tokens.verify_token(forge(claims)).user_pk) == str(user.pk)
+
+
+def test_no_secret_is_a_configuration_error_naming_the_settings(monkeypatch):
+    from django.core.exceptions import ImproperlyConfigured
+
+    monkeypatch.delenv("CHATAUTH_SECRET", raising=False)
+    monkeypatch.delenv("CHAINLIT_AUTH_SECRET", raising=False)
+    with override_settings(CHATAUTH={"SECRET": None}):
+        with pytest.raises(ImproperlyConfigured) as error:
+            tokens.get_secret()
+    assert str(error.value) == (
+        "chatauth has no signing secret: set CHATAUTH['SECRET'] or the "
+        "CHATAUTH_SECRET (or CHAINLIT_AUTH_SECRET) environment variable."
+    )
+
+
+def test_a_pair_carries_the_users_claims(user):
+    pair = tokens.issue_pair(user)
+    assert pair.user["identifier"] == "alice"
+    assert pair.as_response()["user"] == pair.user
+    refresh = tokens.verify_signed(str(pair.refresh), {"refresh"})
+    assert refresh.identifier == "alice"
+
+
+def test_a_copilot_token_for_a_web_session_ends_with_it(user):
+    from django.contrib.sessions.backends.db import SessionStore
+
+    short = SessionStore()
+    short.set_expiry(60)
+    short.create()
+    claims = claims_of(str(tokens.issue_copilot_token(user, web_session=short)))
+    assert claims["sid"] == tokens.session_key_id(short.session_key)
+    assert claims["exp"] == int(short.get_expiry_date().timestamp())
+    long = SessionStore()
+    long.set_expiry(30 * 86400)
+    long.create()
+    claims = claims_of(str(tokens.issue_copilot_token(user, web_session=long)))
+    assert claims["sid"] == tokens.session_key_id(long.session_key)
+    assert claims["exp"] == pytest.approx(time.time() + 15 * 86400, abs=2)
+
+
+def test_a_copilot_token_for_a_login_ends_with_it(user):
+    from chatauth import revocation
+
+    pair = tokens.issue_pair(user)
+    alone = claims_of(str(tokens.issue_copilot_token(user)))
+    assert "fam" not in alone and "sid" not in alone and "akey" not in alone
+    copilot = str(tokens.issue_copilot_token(user, family=pair.access["fam"]))
+    assert tokens.verify_token(copilot).lineage == (pair.access["fam"],)
+    revocation.revoke_family(tokens.verify_token(str(pair.access)), reason="logout")
+    with pytest.raises(TokenRevoked):
+        tokens.verify_token(copilot)
+
+
+def test_a_user_renamed_behind_the_caches_back_is_found_again(user):
+    """Renamed by ``QuerySet.update()`` (no signal: the cached identity stays):
+    once the user's state is read again, the identifier is found anew."""
+    from django.contrib.auth import get_user_model
+
+    from chatauth import revocation
+
+    raw = chainlit_token("alice")
+    assert tokens.verify_token(raw).user_pk == user.pk  # identity cached
+    get_user_model().objects.filter(pk=user.pk).update(username="alice2")
+    revocation.invalidate_user(user.pk)  # its cached state expired
+    verified = tokens.verify_token(raw)
+    newcomer = get_user_model().objects.get(username="alice")
+    assert verified.user_pk == newcomer.pk != user.pk

@@ -37,7 +37,9 @@ ROOT = Path(__file__).resolve().parent.parent
 MODULES: dict[str, tuple[str, str]] = {
     "throttling": ("chatauth/throttling.py", "chatauth.throttling.*"),
     "revocation": ("chatauth/revocation.py", "chatauth.revocation.*"),
+    "denylist": ("chatauth/denylist.py", "chatauth.denylist.*"),
     "tokens": ("chatauth/tokens.py", "chatauth.tokens.*"),
+    "credentials": ("chatauth/credentials.py", "chatauth.credentials.*"),
     "signed": ("chatauth/internal/signed.py", "chatauth.internal.signed.*"),
     "flows": ("chatauth/flows.py", "chatauth.flows.*"),
     "backends": ("chatauth/backends.py", "chatauth.backends.*"),

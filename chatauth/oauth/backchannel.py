@@ -51,6 +51,7 @@ from rest_framework.views import APIView
 from chatauth import audit, flows, revocation, signals, websessions
 from chatauth.conf import settings
 from chatauth.constants import Method, TokenType
+from chatauth.credentials import VerifiedToken, session_key_id
 from chatauth.internal.apiview import AsyncAPIView
 from chatauth.models import AuditEvent, ProviderLogin, RevokedToken
 from chatauth.oauth.identity import leeway
@@ -62,7 +63,6 @@ from chatauth.oauth.logout_tokens import (
 from chatauth.oauth.providers import Provider, get_provider
 from chatauth.schema import documented
 from chatauth.serializers import DetailSerializer
-from chatauth.tokens import VerifiedToken, session_key_id
 
 #: The form body, at most: a logout token is about 1 KB.  Past it: 400, unread.
 #: (Smaller than the ``MAX_BODY_BYTES`` setting of the other routes.)

@@ -29,11 +29,11 @@ from django.http import HttpRequest
 
 from chatauth import websessions
 from chatauth.conf import settings
+from chatauth.credentials import get_secret
 from chatauth.models import ProviderLogin
 from chatauth.oauth.identity import Identity
 from chatauth.oauth.providers import Provider, get_provider
 from chatauth.oauth.redirects import with_query
-from chatauth.tokens import get_secret
 
 # The logger of the module this began in (logging configurations name it).
 logger = logging.getLogger("chatauth.oidc_logout")
