@@ -4,11 +4,12 @@ timeouts and connection pool hold under load."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+from django.apps import AppConfig
 from django.conf import settings as django_settings
-from django.core.checks import Error, Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 
 def _redis_layer_hosts() -> Iterator[tuple[str, Any]]:
@@ -22,11 +23,13 @@ def _redis_layer_hosts() -> Iterator[tuple[str, Any]]:
 
 
 @register(Tags.compatibility)
-def check_asgi(app_configs: Any = None, **kwargs: Any) -> list:
+def check_asgi(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
     """What a chat socket needs besides the settings: a channel layer (DEBUG
     has an in-memory one by default, see ``chatauth.apps``) and an ASGI
     application that routes ``ws/chat/`` to chatauth."""
-    errors: list = []
+    errors: list[CheckMessage] = []
     layers = getattr(django_settings, "CHANNEL_LAYERS", None) or {}
     if "default" not in layers:
         errors.append(
@@ -82,7 +85,7 @@ def _routes_chat(application: Any, depth: int = 0) -> bool:
         return True
     if depth > 20:
         return False
-    inner: list = []
+    inner: list[object] = []
     mapping = getattr(application, "application_mapping", None)
     if isinstance(mapping, dict):
         inner.append(mapping.get("websocket"))
@@ -101,11 +104,13 @@ LAYER_BLOCK_SECONDS = 5
 
 
 @register(Tags.compatibility)
-def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list:
+def check_channel_layer(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
     """A Redis channel layer whose read timeout is not longer than its blocking
     read: under load the layer fails now and then, and every chat socket on the
     worker closes with 1011 (redis-py 8 defaults the timeout to 5 s)."""
-    errors: list = []
+    errors: list[CheckMessage] = []
     for alias, host in _redis_layer_hosts():
         timeout = _socket_timeout(host)
         if timeout is not None and timeout <= LAYER_BLOCK_SECONDS:
@@ -128,11 +133,13 @@ MIN_LAYER_CONNECTIONS = 200
 
 
 @register(Tags.compatibility)
-def check_channel_layer_pool(app_configs: Any = None, **kwargs: Any) -> list:
+def check_channel_layer_pool(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
     """A Redis channel layer whose connection pool is small: redis-py 8.1 caps
     a pool at 100 connections unless told otherwise, and past that a burst of
     chat sockets is refused (1011) and closing ones cannot leave their groups."""
-    errors: list = []
+    errors: list[CheckMessage] = []
     for alias, host in _redis_layer_hosts():
         size = _pool_size(host)
         if size is not None and size < MIN_LAYER_CONNECTIONS:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from django.apps import AppConfig
 from django.conf import settings as django_settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import CheckMessage, Error, Warning, register
 
 from chatauth.conf import settings
 
 
 @register()
-def check_provider_logout(app_configs: Any = None, **kwargs: Any) -> list:
+def check_provider_logout(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
     """Provider logout settings that cannot work: back-channel or RP-initiated
     logout asked of a provider that is not an OpenID provider (no ID token, so
     no ``sid``, no keys, no ``end_session_endpoint``), a
@@ -21,7 +25,7 @@ def check_provider_logout(app_configs: Any = None, **kwargs: Any) -> list:
 
     from chatauth.oauth import get_provider
 
-    errors: list = []
+    errors: list[CheckMessage] = []
     providers = settings.OAUTH_PROVIDERS
     if not isinstance(providers, dict):
         return errors

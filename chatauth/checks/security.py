@@ -5,10 +5,12 @@ limits and origins."""
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from typing import Any
 
+from django.apps import AppConfig
 from django.conf import settings as django_settings
-from django.core.checks import Error, Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from chatauth.conf import settings
 
@@ -18,7 +20,9 @@ AUTH_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"
 
 
 @register(Tags.security)
-def check_login_doors(app_configs: Any = None, **kwargs: Any) -> list:
+def check_login_doors(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
     """Every door that checks a password is throttled; every Django request
     meets the revocation of web sessions."""
     import inspect
@@ -27,7 +31,7 @@ def check_login_doors(app_configs: Any = None, **kwargs: Any) -> list:
 
     from chatauth.backends import ThrottleMixin
 
-    errors: list = []
+    errors: list[CheckMessage] = []
     for path in getattr(django_settings, "AUTHENTICATION_BACKENDS", []):
         try:
             backend = import_string(path)
@@ -102,7 +106,9 @@ DB_SESSION_ENGINES = (
 
 
 @register(Tags.security)
-def check_session_engine(app_configs: Any = None, **kwargs: Any) -> list:
+def check_session_engine(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
     """Copilot tokens minted for a Django session end with the session; chatauth
     sees every end only with a database session engine."""
     engine = getattr(django_settings, "SESSION_ENGINE", DB_SESSION_ENGINES[0])
@@ -129,8 +135,10 @@ def check_session_engine(app_configs: Any = None, **kwargs: Any) -> list:
 
 
 @register(Tags.security, deploy=True)
-def check_deploy(app_configs: Any = None, **kwargs: Any) -> list:
-    errors: list = []
+def check_deploy(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
     from django.core.cache import caches
     from django.core.cache.backends.dummy import DummyCache
     from django.core.cache.backends.filebased import FileBasedCache
@@ -191,11 +199,11 @@ FORWARDED_SETTINGS = (
 WIDEST_PROXY_PREFIX = {4: 16, 6: 64}
 
 
-def _deploy_proxies() -> list:
+def _deploy_proxies() -> list[CheckMessage]:
     """Who may speak for the client: proxy headers and identity headers."""
     from chatauth import hooks
 
-    errors: list = []
+    errors: list[CheckMessage] = []
     for name in FORWARDED_SETTINGS:
         if getattr(django_settings, name, None):
             errors.append(
@@ -255,9 +263,9 @@ def _deploy_proxies() -> list:
     return errors
 
 
-def _deploy_secrets() -> list:
+def _deploy_secrets() -> list[CheckMessage]:
     secret = str(settings.SECRET or "")
-    errors: list = []
+    errors: list[CheckMessage] = []
     if secret and "insecure" in secret.lower():
         errors.append(
             Error(
@@ -291,8 +299,8 @@ LIMIT_CEILINGS = {
 }
 
 
-def _deploy_limits() -> list:
-    errors: list = []
+def _deploy_limits() -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
     for name, ceiling in LIMIT_CEILINGS.items():
         value = getattr(settings, name)
         if isinstance(value, int) and not isinstance(value, bool) and value > ceiling:
@@ -308,10 +316,10 @@ def _deploy_limits() -> list:
     return errors
 
 
-def _deploy_origins() -> list:
+def _deploy_origins() -> list[CheckMessage]:
     from urllib.parse import urlsplit
 
-    errors: list = []
+    errors: list[CheckMessage] = []
     for entry in settings.ALLOWED_ORIGINS:
         parts = urlsplit(str(entry))
         if parts.scheme == "http" and parts.hostname not in LOCAL_HOSTS:

@@ -5,11 +5,13 @@ token exchange with Chainlit."""
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+from django.apps import AppConfig
 from django.conf import settings as django_settings
-from django.core.checks import Error, Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
 from chatauth.conf import IMPORT_STRINGS, RENAMED, TIMEDELTAS, settings
@@ -19,9 +21,11 @@ MIN_SECRET_BYTES = 32
 
 
 @register(Tags.security)
-def check_secret(app_configs: Any = None, **kwargs: Any) -> list:
+def check_secret(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
     settings.reload()
-    errors: list = []
+    errors: list[CheckMessage] = []
     secret = settings.SECRET
     if not secret:  # in DEBUG too: the first login would be a 500
         errors.append(
@@ -55,11 +59,11 @@ def check_secret(app_configs: Any = None, **kwargs: Any) -> list:
     return errors
 
 
-def _chainlit_interop() -> list:
+def _chainlit_interop() -> list[CheckMessage]:
     """Settings that break token exchange with Chainlit while it is on."""
     if not settings.ACCEPT_CHAINLIT_TOKENS:
         return []
-    errors: list = []
+    errors: list[CheckMessage] = []
     if settings.AUDIENCE:
         errors.append(
             Warning(
@@ -86,8 +90,10 @@ def _chainlit_interop() -> list:
 
 
 @register()
-def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
-    errors: list = []
+def check_settings(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
     unknown = set(getattr(django_settings, "CHATAUTH", None) or {}) - {
         *settings.defaults,
         *RENAMED.values(),
