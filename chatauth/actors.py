@@ -33,9 +33,10 @@ def identifier_of(user: Any) -> str:
     return str(getattr(user, get_user_model().USERNAME_FIELD, "") or "")[:255]
 
 
-_actor: ContextVar[str | Callable[[], str] | None] = ContextVar(
-    "chatauth_actor", default=None
-)
+#: Who acts: a name, or a callable that tells it when a row is written.
+Actor = str | Callable[[], str]
+
+_actor: ContextVar[Actor | None] = ContextVar("chatauth_actor", default=None)
 
 
 def actor_of(user: Any) -> str:
@@ -46,18 +47,18 @@ def actor_of(user: Any) -> str:
     return f"user:{identifier}"[:MAX_ACTOR]
 
 
-def set_actor(actor: str | Callable[[], str]) -> Token:
+def set_actor(actor: Actor) -> Token[Actor | None]:
     """Name who acts in this context (a string, or a callable read only when a
     row is written); returns a token for :func:`reset_actor`."""
     return _actor.set(actor)
 
 
-def reset_actor(token: Token) -> None:
+def reset_actor(token: Token[Actor | None]) -> None:
     _actor.reset(token)
 
 
 @contextmanager
-def acting_as(actor: str | Callable[[], str]) -> Iterator[None]:
+def acting_as(actor: Actor) -> Iterator[None]:
     """Everything audited inside the block names ``actor``."""
     token = set_actor(actor)
     try:

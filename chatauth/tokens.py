@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from rest_framework_simplejwt.backends import TokenBackend
 from rest_framework_simplejwt.tokens import Token
@@ -48,6 +48,7 @@ from chatauth.credentials import classify as classify
 from chatauth.credentials import decode as decode
 from chatauth.credentials import identifier_id as identifier_id
 from chatauth.credentials import token_key as token_key
+from chatauth.denylist import PASSWORD_CLAIM, password_version
 from chatauth.exceptions import HookError, TokenError
 from chatauth.internal.models import has_field
 
@@ -87,12 +88,16 @@ class ChatToken(Token):
 
     lifetime_setting = ""
 
+    # simplejwt declares ``lifetime`` a writable class attribute (Optional); a
+    # read-only property of the setting stands in for it here.
     @property
     def lifetime(self) -> timedelta:  # type: ignore[override]
-        return getattr(settings, self.lifetime_setting)
+        # (a timedelta: chatauth.conf turns a number of seconds into one)
+        lifetime: timedelta = getattr(settings, self.lifetime_setting)
+        return lifetime
 
     @property
-    def token_backend(self) -> TokenBackend:  # type: ignore[override]
+    def token_backend(self) -> TokenBackend:
         return get_backend()
 
     def set_iat(self, claim: str = "iat", at_time: Any = None) -> None:
@@ -107,7 +112,7 @@ class ChatToken(Token):
         self.set_exp(from_time=self.current_time, lifetime=lifetime)
 
     @classmethod
-    def for_claims(cls, user_pk: Any, claims: dict[str, Any]) -> ChatToken:
+    def for_claims(cls, user_pk: Any, claims: dict[str, Any]) -> Self:
         token = cls()
         token["user_id"] = str(user_pk)
         token.payload.update(claims)
@@ -188,7 +193,7 @@ def _password_claim(user: AbstractBaseUser) -> dict[str, str]:
 
     if not has_field(get_user_model(), "password"):
         return {}
-    return {revocation.PASSWORD_CLAIM: revocation.password_version(user.password)}
+    return {PASSWORD_CLAIM: password_version(user.password)}
 
 
 def issue_copilot_token(
