@@ -15,13 +15,16 @@ clients see, as in DRF and simplejwt (``status_code``, ``default_detail``,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
 
 from chatauth.constants import CloseCode
+
+if TYPE_CHECKING:
+    # (the stubs' lazy string: Promise at runtime, and a str once translated)
+    from django_stubs_ext import StrPromise
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ class ErrorCode:
 
     code: str
     #: The default message (lazy: translated into the language active when shown).
-    message: Promise
+    message: StrPromise
     #: The HTTP status of an API answer with this code.
     status: int
     #: The WebSocket close code; None only for a route's 404, which no socket meets.
@@ -161,7 +164,7 @@ _ROWS = (
 ERRORS: dict[str, ErrorCode] = {row.code: row for row in _ROWS}
 
 
-def message(code: str) -> Promise:
+def message(code: str) -> StrPromise:
     """The default message of ``code`` (lazy)."""
     return ERRORS[code].message
 
@@ -188,7 +191,7 @@ class ChatAuthError(Exception):
     """
 
     code = "error"
-    default_detail: Any = _("Authentication failed.")
+    default_detail: str | StrPromise = _("Authentication failed.")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -199,10 +202,11 @@ class ChatAuthError(Exception):
     def __init__(self, detail: str | None = None, code: str | None = None) -> None:
         if code:
             self.code = code
-        if not detail:
+        text: str | StrPromise | None = detail
+        if not text:
             row = ERRORS.get(self.code)
-            detail = row.message if row is not None else self.default_detail
-        self.detail = str(detail)
+            text = row.message if row is not None else self.default_detail
+        self.detail = str(text)
         super().__init__(self.detail)
 
 
@@ -229,7 +233,15 @@ class HookError(ChatAuthError):
 # --- API exceptions -----------------------------------------------------------------
 
 
-class Coded:
+# Coded is a mixin put before one of DRF's exceptions: it is typed as one (the
+# attributes it sets, the __init__ it calls), and is a plain class at runtime.
+if TYPE_CHECKING:
+    _APIExceptionMixin = exceptions.APIException
+else:
+    _APIExceptionMixin = object
+
+
+class Coded(_APIExceptionMixin):
     """DRF's ``APIException`` with ``status_code`` and ``default_detail`` from the
     row of its ``default_code``; ``SomeError(code=...)`` answers with the
     message of that row (a code of the same status)."""
@@ -247,7 +259,7 @@ class Coded:
         if detail is None and code in ERRORS:
             detail = ERRORS[code].message
         # Keywords: DRF's Throttled takes ``wait`` first.
-        super().__init__(detail=detail, code=code, **kwargs)  # type: ignore[call-arg]
+        super().__init__(detail=detail, code=code, **kwargs)
 
 
 class BadRequest(Coded, exceptions.APIException):
