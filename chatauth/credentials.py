@@ -74,7 +74,7 @@ _COMPACT_RE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 
 def get_secret() -> str:
-    secret = settings.SECRET
+    secret: str = settings.SECRET
     if not secret:
         raise ImproperlyConfigured(
             "chatauth has no signing secret: set CHATAUTH['SECRET'] or the "
@@ -142,7 +142,9 @@ class VerifiedToken:
     @property
     def identifier(self) -> str:
         """The identifier the token names (what a Chainlit server reads)."""
-        return self.claims.get("identifier", "")
+        # (a string: classify() checks a Chainlit token's, chatauth mints its own)
+        identifier: str = self.claims.get("identifier", "")
+        return identifier
 
     @property
     def current_identifier(self) -> str:

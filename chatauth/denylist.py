@@ -23,7 +23,7 @@ import hashlib
 import logging
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeGuard
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -104,7 +104,7 @@ def cache_ttl() -> float:
     command, another worker) that something changed: there it is trusted for
     one heartbeat at most, the bound the sweep gives live sockets too.
     """
-    ttl = settings.DENYLIST_CACHE_TTL.total_seconds()
+    ttl: float = settings.DENYLIST_CACHE_TTL.total_seconds()
     if is_process_memory():
         ttl = min(ttl, float(settings.HEARTBEAT_INTERVAL))
     return ttl
@@ -207,7 +207,8 @@ def load_denied(keys: Iterable[str]) -> dict[str, float]:
         for pk, revoked_at in APIKey.objects.filter(
             pk__in=list(api_keys), revoked_at__isnull=False
         ).values_list("pk", "revoked_at"):
-            denied[api_keys[pk]] = revoked_at.timestamp()
+            if revoked_at is not None:  # (it is not: filtered so)
+                denied[api_keys[pk]] = revoked_at.timestamp()
     return denied
 
 
@@ -250,7 +251,7 @@ def _identity_key(identifier: str) -> str:
     return entry_key("ident", hashlib.sha256(identifier.encode()).hexdigest())
 
 
-def valid_state(state: Any) -> bool:
+def valid_state(state: object) -> TypeGuard[UserState | str]:
     """A state this version wrote (an older shape is a miss: read again)."""
     return state == GONE or (isinstance(state, tuple) and len(state) == 5)
 
