@@ -176,7 +176,8 @@ class DefaultAdapter:
         if chat_user.display_name is not None:
             # The column holds 255 (PostgreSQL enforces it, SQLite does not).
             defaults["display_name"] = chat_user.display_name[:255]
-        profile, _ = Profile.objects.update_or_create(user=user, defaults=defaults)
+        # (any user model: the stubs type the field with the settings' one)
+        profile, _ = Profile.objects.update_or_create(user=user, defaults=defaults)  # type: ignore[misc]
         return profile
 
     # --- OAuth account linking ----------------------------------------------------
@@ -298,14 +299,20 @@ class DefaultAdapter:
         from chatauth.models import OAuthAccount
 
         if OAuthAccount.objects.filter(
-            user=user, email__iexact=email, email_verified=True
+            # (any user model: the stubs type the field with the settings' one)
+            user=user,  # type: ignore[misc]
+            email__iexact=email,
+            email_verified=True,
         ).exists():
             return True
         if apps.is_installed("allauth.account"):
-            EmailAddress = apps.get_model("account", "EmailAddress")
-            return EmailAddress.objects.filter(
-                user=user, email__iexact=email, verified=True
-            ).exists()
+            # (allauth is optional: not installed in the settings the stubs load)
+            EmailAddress = apps.get_model("account", "EmailAddress")  # type: ignore[misc]
+            return bool(
+                EmailAddress.objects.filter(
+                    user=user, email__iexact=email, verified=True
+                ).exists()
+            )
         return False
 
     def user_claims(self, user: AbstractBaseUser) -> dict[str, Any]:
@@ -313,7 +320,10 @@ class DefaultAdapter:
         carry them."""
         identifier = str(getattr(user, get_user_model().USERNAME_FIELD))
         profile = (
-            Profile.objects.filter(user=user).only("display_name", "metadata").first()
+            # (any user model: the stubs type the field with the settings' one)
+            Profile.objects.filter(user=user)  # type: ignore[misc]
+            .only("display_name", "metadata")
+            .first()
         )
         display_name = profile.display_name if profile else ""
         if not display_name and hasattr(user, "get_full_name"):
@@ -333,4 +343,6 @@ class DefaultAdapter:
 
 def get_adapter() -> DefaultAdapter:
     """An instance of ``CHATAUTH["ADAPTER"]``."""
-    return settings.ADAPTER()
+    # (a DefaultAdapter: the setting names a subclass)
+    adapter: DefaultAdapter = settings.ADAPTER()
+    return adapter

@@ -95,7 +95,7 @@ def _logged_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
         user=user,
         # django.contrib.auth.login() sends no method: a path that logs in through
         # it (OAuth) names its method on the request instead.
-        method=kwargs.get("method") or getattr(request, "chatauth_method", ""),
+        method=str(kwargs.get("method") or getattr(request, "chatauth_method", "")),
         request=request,
         scope=kwargs.get("scope"),
         token_id=kwargs.get("token_id", ""),
