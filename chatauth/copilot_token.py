@@ -7,9 +7,10 @@ Minting itself, and the token's end with its session, is :mod:`chatauth.copilot`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.request import Request
@@ -19,6 +20,7 @@ from chatauth import audit, copilot, hooks
 from chatauth.adapter import get_adapter
 from chatauth.authentication import APIKeyAuthentication, JWTAuthentication
 from chatauth.constants import Method, TokenType
+from chatauth.credentials import VerifiedToken
 from chatauth.exceptions import (
     BadRequest,
     HookError,
@@ -31,7 +33,9 @@ from chatauth.internal.apiview import ChatAuthAPIView, validated
 from chatauth.models import APIKey, AuditEvent
 from chatauth.schema import BODY_ERRORS, documented, error_responses
 from chatauth.serializers import CopilotRequestSerializer, CopilotTokenSerializer
-from chatauth.tokens import VerifiedToken
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
 
 
 class CopilotTokenView(ChatAuthAPIView):
@@ -82,11 +86,14 @@ class CopilotTokenView(ChatAuthAPIView):
         ):
             raise NotAuthenticated()
         with transaction.atomic():  # user, profile, token, audit: one commit
+            user: AbstractBaseUser | None
             if bearer is not None:
                 user = get_user_model().objects.filter(pk=bearer.user_pk).first()
                 if user is None:
                     raise NotAuthenticated()
             elif api_key is None:
+                if isinstance(request.user, AnonymousUser):  # (never: checked above)
+                    raise NotAuthenticated()
                 user = request.user
             elif existing is None:  # the key's new user, in the key's group
                 user = self._create(api_key, data, adapter)

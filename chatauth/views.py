@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
@@ -31,8 +31,14 @@ from chatauth.authentication import JWTAuthentication, TokenUser
 from chatauth.conf import settings
 from chatauth.constants import Method
 from chatauth.copilot_token import CopilotTokenView as CopilotTokenView
+from chatauth.credentials import VerifiedToken
 from chatauth.exceptions import BadRequest as BadRequest
-from chatauth.exceptions import HookError, InvalidCredentials, NotFound
+from chatauth.exceptions import (
+    HookError,
+    InvalidCredentials,
+    NotAuthenticated,
+    NotFound,
+)
 from chatauth.internal.apiview import AsyncAPIView, ChatAuthAPIView, validated
 from chatauth.internal.http import is_trusted_proxy, peer_ip
 from chatauth.models import AuditEvent, ChatSession
@@ -51,7 +57,24 @@ from chatauth.serializers import (
 )
 from chatauth.tokens import TokenPair
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
 logger = logging.getLogger("chatauth.views")
+
+
+def _caller(request: Request) -> AbstractBaseUser | AnonymousUser | TokenUser:
+    """``request.user``: a bearer token's is a :class:`TokenUser` (DRF's stubs
+    know Django's users only)."""
+    return request.user
+
+
+def _caller_pk(request: Request) -> str | int:
+    """The pk of ``request.user`` in a view that requires it authenticated."""
+    pk: str | int | None = _caller(request).pk
+    if pk is None:  # (never: IsAuthenticated)
+        raise NotAuthenticated()
+    return pk
 
 
 def set_auth_cookie(response: Response, access: str) -> None:
@@ -212,7 +235,10 @@ class MeView(AsyncAPIView):
         }
     )
     async def get(self, request: Request) -> Response:
-        return Response(request.auth.user_dict())
+        verified = request.auth
+        if not isinstance(verified, VerifiedToken):  # (never: JWTAuthentication)
+            raise NotAuthenticated()
+        return Response(verified.user_dict())
 
 
 class LogoutView(ChatAuthAPIView):
@@ -232,8 +258,10 @@ class LogoutView(ChatAuthAPIView):
     )
     def post(self, request: Request) -> Response:
         data = validated(LogoutSerializer, self.body(request))
-        verified = request.auth if isinstance(request.user, TokenUser) else None
-        user = request.user.get_user() if verified is not None else request.user
+        caller = _caller(request)
+        # (a bearer token's user holds the token, request.auth)
+        verified = caller.token if isinstance(caller, TokenUser) else None
+        user = caller.get_user() if isinstance(caller, TokenUser) else caller
         body = {"detail": gettext("Logged out.")}
         if verified is None:
             # A login through an OpenID provider with RP-initiated logout on:
@@ -272,14 +300,16 @@ class SessionListView(ChatAuthAPIView):
         }
     )
     def get(self, request: Request) -> Response:
-        current = request.auth.key if isinstance(request.user, TokenUser) else None
+        caller = _caller(request)
+        # (a bearer token's user holds the token, request.auth)
+        current = caller.token.key if isinstance(caller, TokenUser) else None
         # A session whose worker missed three heartbeats is gone (killed worker)
         # even before ``chatauth_prune`` marks its row closed.
         alive_after = timezone.now() - timedelta(
             seconds=3 * settings.HEARTBEAT_INTERVAL
         )
         rows = ChatSession.objects.filter(
-            user_id=request.user.pk,
+            user_id=_caller_pk(request),
             closed_at__isnull=True,
             last_seen_at__gte=alive_after,
         ).order_by("-opened_at")[:500]
@@ -320,7 +350,7 @@ class SessionDetailView(ChatAuthAPIView):
         except ValueError:
             raise NotFound(code="session_not_found") from None
         row = ChatSession.objects.filter(
-            pk=session_id, user_id=request.user.pk, closed_at__isnull=True
+            pk=session_id, user_id=_caller_pk(request), closed_at__isnull=True
         ).first()
         if row is None:
             raise NotFound(code="session_not_found")
