@@ -36,6 +36,18 @@ def redis_caches(*locations: str) -> dict:
     }
 
 
+def file_caches(location: Any) -> dict:
+    """``CACHES`` with a file cache ``"files"`` in ``location`` (the demo's
+    embedded default: not local memory, no atomic counters, no async read)."""
+    return {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "files": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(location),
+        },
+    }
+
+
 def forget_prefix(cache: Any) -> None:
     """Delete the keys of ``cache``'s prefix only (not ``clear()``: that would
     flush the whole database under a neighbour's feet)."""

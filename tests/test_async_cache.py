@@ -19,7 +19,7 @@ from django.test import override_settings
 from chatauth import revocation, tokens
 from chatauth.exceptions import TokenError, TokenRevoked
 from chatauth.internal import cache as chatauth_cache
-from tests.caches import NOWHERE, REDIS, redis_caches
+from tests.caches import NOWHERE, REDIS, file_caches, redis_caches
 from tests.conftest import require_service
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -302,14 +302,9 @@ async def test_a_cache_without_an_async_read_finds_chainlit_users_in_a_thread(
     read on the loop, so the full check finds the user."""
     from tests.conftest import chainlit_token
 
-    caches = {
-        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "files": {
-            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-            "LOCATION": str(tmp_path),
-        },
-    }
-    with override_settings(CACHES=caches, CHATAUTH={"CACHE_ALIAS": "files"}):
+    with override_settings(
+        CACHES=file_caches(tmp_path), CHATAUTH={"CACHE_ALIAS": "files"}
+    ):
         assert not chatauth_cache.is_local()
         assert await revocation.acached_identity("alice") is None
         raw = chainlit_token("alice")

@@ -500,22 +500,30 @@ def test_close_messages_held_until_the_block_ends_and_sent_once(user):
     assert async_to_sync(layer.receive)(channel)["reason"] == "d"
 
 
-def test_what_a_check_caches_lives_no_longer_than_the_token(user, monkeypatch):
-    """The answer "not denied" is cached for min(cache_ttl(), the token's
-    remaining life + LEEWAY), at least a second."""
+def assert_denial_cached(
+    user, monkeypatch, *, exp_in: int, kept_at: float, gone_at: float
+) -> None:
+    """A token expiring ``exp_in`` s from now is checked: its "not denied"
+    answer is still in the cache ``kept_at`` s later and gone ``gone_at`` s later."""
     from tests.test_tokens import claims_of, forge
 
     claims = claims_of(str(tokens.issue_pair(user).access))
-    claims["exp"] = int(time.time()) + 3  # + LEEWAY: 12-13 s < cache_ttl() (30 s)
-    raw = forge(claims)
-    verified = tokens.verify_token(raw)
+    claims["exp"] = int(time.time()) + exp_in
+    verified = tokens.verify_token(forge(claims))
     key = f"chatauth:deny:{verified.key}"
     assert caches["default"].get(key) == 0
     real = time.time
-    monkeypatch.setattr(time, "time", lambda: real() + 10.5)
+    monkeypatch.setattr(time, "time", lambda: real() + kept_at)
     assert caches["default"].get(key) == 0
-    monkeypatch.setattr(time, "time", lambda: real() + 13.5)
+    monkeypatch.setattr(time, "time", lambda: real() + gone_at)
     assert caches["default"].get(key) is None
+
+
+def test_what_a_check_caches_lives_no_longer_than_the_token(user, monkeypatch):
+    """The answer "not denied" is cached for min(cache_ttl(), the token's
+    remaining life + LEEWAY), at least a second."""
+    # + LEEWAY: 12-13 s < cache_ttl() (30 s)
+    assert_denial_cached(user, monkeypatch, exp_in=3, kept_at=10.5, gone_at=13.5)
 
 
 def test_the_password_version_keeps_the_form_tokens_carry():
@@ -557,20 +565,9 @@ def test_the_cache_ttl_is_one_heartbeat_at_most_in_process_memory():
 def test_a_cached_answer_lives_at_least_a_second(user, monkeypatch):
     """A token a moment from expiry (past it, within LEEWAY): its "not denied"
     is still cached, for one second."""
-    from tests.test_tokens import claims_of, forge
-
-    claims = claims_of(str(tokens.issue_pair(user).access))
     time.sleep(1.01 - time.time() % 1)  # early in a second: no second ends below
-    claims["exp"] = int(time.time()) - 9  # remaining life + LEEWAY: at most 1 s
-    raw = forge(claims)
-    verified = tokens.verify_token(raw)
-    key = f"chatauth:deny:{verified.key}"
-    assert caches["default"].get(key) == 0
-    real = time.time
-    monkeypatch.setattr(time, "time", lambda: real() + 0.8)
-    assert caches["default"].get(key) == 0
-    monkeypatch.setattr(time, "time", lambda: real() + 1.2)
-    assert caches["default"].get(key) is None
+    # Remaining life + LEEWAY: at most 1 s.
+    assert_denial_cached(user, monkeypatch, exp_in=-9, kept_at=0.8, gone_at=1.2)
 
 
 def test_a_cached_state_of_another_shape_is_read_again(user):

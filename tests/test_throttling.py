@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 import chatauth
 from chatauth import throttling
 from chatauth.models import AuditEvent
+from tests.caches import file_caches
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -149,14 +150,9 @@ def test_reservation_is_atomic_across_threads():
 def test_reservation_is_exact_on_the_demos_file_cache(tmp_path):
     """The embedded default keeps counts in files, whose ``incr`` reads then
     writes: reservations are serialised within the process."""
-    caches = {
-        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "files": {
-            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-            "LOCATION": str(tmp_path),
-        },
-    }
-    with override_settings(CACHES=caches, CHATAUTH={"CACHE_ALIAS": "files"}):
+    with override_settings(
+        CACHES=file_caches(tmp_path), CHATAUTH={"CACHE_ALIAS": "files"}
+    ):
         results = reserve_at_once("dave")
     assert results.count(True) == 10 and results.count(False) == 6
 
